@@ -1,0 +1,129 @@
+"""Bad input: one line on stderr, exit 2, and no output files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+GOOD_TASK = "task: {name}\ndataset_path: json\ndataset_kwargs: {{data_files: {{test: d.jsonl}}}}\ntest_split: test\n"
+
+
+@pytest.fixture
+def bad_tasks(tmp_path: Path) -> dict[str, Path]:
+    """One folder per kind of broken task YAML."""
+    folders = {}
+    for kind, body in {
+        "malformed": GOOD_TASK.format(name="broken") + "doc_to_text: question\n  doc_to_target: [oops\n",
+        "no_text": GOOD_TASK.format(name="no_text") + "doc_to_target: answer\n",
+        "bad_function": GOOD_TASK.format(name="bad_function") + "doc_to_text: !function utils.nowhere\ndoc_to_target: a\n",
+        "missing_field": GOOD_TASK.format(name="missing_field") + "doc_to_text: '{{ qestion }}'\ndoc_to_target: answer\n",
+    }.items():
+        folder = tmp_path / kind
+        write(folder / "task.yaml", body)
+        write(folder / "utils.py", "def somewhere(doc):\n    return ''\n")
+        write(folder / "d.jsonl", '{"question": "q", "answer": "a"}\n')
+        folders[kind] = folder
+    return folders
+
+
+def assert_usage_error(result: tuple[int, str, str], *fragments: str) -> str:
+    code, _, err = result
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1, err
+    assert lines[0].startswith("vrp-bench: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+    return lines[0]
+
+
+def run(cli, out: Path, *args: str) -> tuple[int, str, str]:
+    return cli("--output_path", out, "--log_samples", *args)
+
+
+def test_unknown_task_suggests_close_names(cli, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert_usage_error(run(cli, out, "--model", "constant", "--tasks", "vrp_shapes_colour"),
+                       "unknown task 'vrp_shapes_colour'", "did you mean vrp_shapes_color")
+    assert not out.exists()
+
+
+def test_unknown_model_suggests_close_names(cli, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert_usage_error(run(cli, out, "--model", "constnt", "--tasks", "vrp_shapes"), "unknown model 'constnt'", "constant")
+    assert not out.exists()
+
+
+def test_malformed_yaml_names_file_and_line(cli, tmp_path: Path, bad_tasks) -> None:
+    out = tmp_path / "out"
+    line = assert_usage_error(run(cli, out, "--model", "constant", "--tasks", "vrp_shapes", "--include_path",
+                                  bad_tasks["malformed"]), "malformed YAML")
+    assert f"{bad_tasks['malformed'] / 'task.yaml'}:6:" in line
+    assert not out.exists()
+
+
+def test_task_without_doc_to_text(cli, tmp_path: Path, bad_tasks) -> None:
+    out = tmp_path / "out"
+    assert_usage_error(run(cli, out, "--model", "constant", "--tasks", "no_text", "--include_path", bad_tasks["no_text"]),
+                       "task 'no_text': no doc_to_text")
+    assert not out.exists()
+
+
+def test_function_pointing_at_nothing(cli, tmp_path: Path, bad_tasks) -> None:
+    out = tmp_path / "out"
+    assert_usage_error(run(cli, out, "--model", "constant", "--tasks", "bad_function", "--include_path",
+                           bad_tasks["bad_function"]), "!function utils.nowhere", "has no function 'nowhere'")
+    assert not out.exists()
+
+
+def test_template_naming_a_missing_dataset_field(cli, tmp_path: Path, bad_tasks) -> None:
+    out = tmp_path / "out"
+    assert_usage_error(run(cli, out, "--model", "constant", "--tasks", "missing_field", "--include_path",
+                           bad_tasks["missing_field"]), "doc_to_text uses field 'qestion'", "'question'")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("limit", ["-1", "0", "abc", "1.5"])
+def test_bad_limit(cli, tmp_path: Path, limit: str) -> None:
+    out = tmp_path / "out"
+    assert_usage_error(run(cli, out, "--model", "constant", "--tasks", "vrp_shapes", "--limit", limit), "--limit")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("model_args", "fragment"),
+    [("answer", "expected key=value"), ("=yes", "expected key=value"), ("answer=a,answer=b", "given twice"),
+     ("anser=yes", "has no model_arg 'anser' (did you mean answer?)")],
+)
+def test_malformed_model_args(cli, tmp_path: Path, model_args: str, fragment: str) -> None:
+    out = tmp_path / "out"
+    assert_usage_error(run(cli, out, "--model", "constant", "--tasks", "vrp_shapes", "--model_args", model_args), fragment)
+    assert not out.exists()
+
+
+def test_log_samples_without_output_path(cli) -> None:
+    assert_usage_error(cli("--model", "constant", "--tasks", "vrp_shapes", "--log_samples"), "--log_samples needs --output_path")
+
+
+def test_unwritable_output_path(cli) -> None:
+    # /proc refuses new entries even for root
+    assert_usage_error(cli("--model", "constant", "--tasks", "vrp_shapes_color", "--limit", "2", "--output_path",
+                           "/proc/vrp-bench-out"), "cannot write to output path /proc/vrp-bench-out")
+
+
+def test_output_path_under_a_file(cli, tmp_path: Path) -> None:
+    blocker = write(tmp_path / "file", "x")
+    assert_usage_error(cli("--model", "constant", "--tasks", "vrp_shapes_color", "--limit", "2", "--output_path",
+                           blocker / "out"), "cannot write to output path", "Not a directory")
+
+
+def test_unknown_flag_is_one_line(cli) -> None:
+    assert_usage_error(cli("--model", "constant", "--tasks", "vrp_shapes", "--bogus"), "No such option")

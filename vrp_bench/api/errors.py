@@ -1,0 +1,24 @@
+"""The two kinds of failure the CLI distinguishes, each with its exit code.
+
+A ``UsageError`` is the user's to fix (unknown task, bad YAML, bad arguments): exit 2.
+A ``RunError`` happened while running something valid (a model that cannot load): exit 1.
+Both carry a one-line, actionable message; the CLI prints it without a traceback.
+"""
+
+
+class VRPError(Exception):
+    """Base class for errors reported to the user as one line."""
+
+    exit_code = 1
+
+
+class UsageError(VRPError):
+    """Bad input from the user: arguments, task names, task YAML, model arguments."""
+
+    exit_code = 2
+
+
+class RunError(VRPError):
+    """A valid run that could not be carried out (e.g. weights that cannot be loaded)."""
+
+    exit_code = 1

@@ -1,0 +1,74 @@
+"""What the evaluator hands a model (``Request``) and what it gets back (``Response``).
+
+A request is one doc of one task, fully rendered: images, prompt text (or chat messages),
+generation settings and a per-request seed. The model answers each request with a
+``Response``. ``Response.signals`` is the extension point for reliability signals (attention
+structure, generation dynamics, self-consistency, ...): a flat mapping of signal name to a
+JSON-ready value (a number, ``None`` or a list per layer). ``Response.traces`` holds large arrays
+(hidden states) that are kept in memory for probes and only written to disk on request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Decoding settings of one request (lmms-eval's ``generation_kwargs`` keys)."""
+
+    until: tuple[str, ...] = ()
+    max_new_tokens: int = 16
+    temperature: float = 0.0
+    do_sample: bool = False
+    top_p: float = 1.0
+    top_k: int | None = None
+    num_beams: int = 1
+
+    @property
+    def greedy(self) -> bool:
+        """True when decoding is deterministic (no sampling)."""
+        return not self.do_sample or self.temperature == 0.0
+
+
+@dataclass
+class Request:
+    """One doc of one task, ready for a model.
+
+    ``prompt`` is the text built by the task (``doc_to_text``: pre-prompt, question, post-prompt);
+    the model places the images and applies its own chat template around it. When the task
+    defines ``doc_to_messages``, ``messages`` holds lmms-eval-style chat messages instead and
+    takes precedence. ``target`` is the reference answer (or answers): models must never use it to answer;
+    it exists for instrumentation that needs it (e.g. the logit-lens truth margin).
+    """
+
+    task: str
+    doc_id: int
+    images: list[Image.Image]
+    prompt: str
+    generation: GenerationSettings
+    seed: int
+    messages: list[dict[str, Any]] | None = None
+    target: str | list[str] | None = None
+
+
+@dataclass
+class Response:
+    """A model's answer to one request.
+
+    ``error`` is set (and ``text`` is ``None``) when this sample failed; the evaluator counts it
+    and reports the reason instead of scoring it.
+    """
+
+    text: str | None
+    signals: dict[str, Any] = field(default_factory=dict)
+    traces: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    @classmethod
+    def failed(cls, reason: str) -> "Response":
+        """A response for a sample the model could not answer."""
+        return cls(text=None, error=reason)

@@ -1,0 +1,285 @@
+"""The ``vrp-bench`` command line (click). Commands stay thin: parse, call the library, print.
+
+``vrp-bench --model M --tasks T`` is shorthand for ``vrp-bench run --model M --tasks T``. Flags
+use lmms-eval's spellings (``--model_args``, ``--include_path``, ...); dashed aliases also work.
+Exit codes: 0 success, 2 usage error, 1 runtime failure; errors are printed as one line.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+
+import vrp_bench
+from vrp_bench.api.errors import UsageError, VRPError
+
+log = logging.getLogger("vrp_bench")
+_show_tracebacks = False
+
+
+def parse_key_values(text: str, flag: str) -> dict[str, Any]:
+    """Parse ``k=v,k=v`` as lmms-eval does: true/false -> bool, numbers -> int/float, else str."""
+    values: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"{flag}: expected key=value pairs separated by commas, got {item!r}")
+        if key in values:
+            raise UsageError(f"{flag}: {key!r} is given twice")
+        values[key] = _coerce(raw.strip())
+    return values
+
+
+def _coerce(raw: str) -> Any:
+    if raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            pass
+    return raw
+
+
+class LimitType(click.ParamType):
+    """``--limit``: a number of docs (int >= 1) or a fraction of them (0 < float < 1)."""
+
+    name = "limit"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int | float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of docs (>= 1) or a fraction (0 < x < 1)", param, ctx)
+        if number >= 1 and number.is_integer():
+            return int(number)
+        if 0 < number < 1:
+            return number
+        self.fail(f"{value!r} must be a whole number >= 1 or a fraction between 0 and 1", param, ctx)
+
+
+class DefaultRunGroup(click.Group):
+    """A group where options given without a command mean ``run``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0].startswith("-") and args[0] not in ("--help", "-h", "--version"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+def _load_registries() -> None:
+    import vrp_bench.models  # noqa: F401  (registers the built-in models)
+
+
+@click.group(cls=DefaultRunGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(vrp_bench.__version__, prog_name="vrp-bench")
+def cli() -> None:
+    """VRP-Bench: how well do a VLM's reliability signals predict whether its answers are right?"""
+
+
+@cli.command("run")
+@click.option("--model", required=True, help="Registered model name (see `vrp-bench models`).")
+@click.option("--model_args", "--model-args", "model_args", default="", help="k=v,k=v passed to the model.")
+@click.option("--tasks", required=True, help="Task/group names, comma lists, wildcards, `all`, or `list`.")
+@click.option("--include_path", "--include-path", "include_paths", multiple=True, type=click.Path(path_type=Path),
+              help="Extra folder of task YAMLs (repeatable).")
+@click.option("--limit", type=LimitType(), default=None, help="First N docs per task, or a fraction.")
+@click.option("--batch_size", "--batch-size", "batch_size", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--device", default=None, help="Device for the model (e.g. cpu, cuda:0).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random choice of the run.")
+@click.option("--output_path", "--output-path", "output_path", type=click.Path(path_type=Path), default=None,
+              help="Folder for results; files go to <output_path>/<model>/.")
+@click.option("--log_samples", "--log-samples", "log_samples", is_flag=True, help="Also write per-sample JSONL.")
+@click.option("--gen_kwargs", "--gen-kwargs", "gen_kwargs", default="", help="k=v overriding every task's generation_kwargs.")
+@click.option("--verbosity", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              default="INFO", show_default=True)
+def run_command(
+    model: str, model_args: str, tasks: str, include_paths: tuple[Path, ...], limit: int | float | None,
+    batch_size: int, device: str | None, seed: int, output_path: Path | None, log_samples: bool,
+    gen_kwargs: str, verbosity: str,
+) -> None:
+    """Evaluate a model on tasks and print (and optionally save) the results."""
+    from tqdm import tqdm
+
+    from vrp_bench.api.task_index import TaskIndex
+    from vrp_bench.evaluator import RunConfig, evaluate
+    from vrp_bench.report.console import summary_table
+    from vrp_bench.report.results import build_report, sample_logs
+    from vrp_bench.report.writer import check_writable, json_text, jsonl_text, write_files_atomically
+
+    _configure_logging(verbosity)
+    _load_registries()
+    index = TaskIndex(include_paths)
+    if tasks.strip() == "list":
+        click.echo(_tasks_table(index))
+        return
+    if log_samples and output_path is None:
+        raise UsageError("--log_samples needs --output_path (where to write the per-sample files)")
+    config = RunConfig(
+        model=model,
+        tasks=tasks,
+        model_args=parse_key_values(model_args, "--model_args"),
+        include_paths=list(include_paths),
+        limit=limit,
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+        gen_kwargs=parse_key_values(gen_kwargs, "--gen_kwargs"),
+    )
+    run_folder = output_path / model if output_path is not None else None
+    started = time.time()
+    result = evaluate(
+        config,
+        index,
+        before_model=(lambda: check_writable(run_folder)) if run_folder is not None else (lambda: None),
+        progress=lambda total: tqdm(total=total, desc="docs", unit="doc", disable=None, file=sys.stderr),
+    )
+    command_line = " ".join(shlex.quote(a) for a in ["vrp-bench", *sys.argv[1:]])
+    report = build_report(result, command_line, started)
+    click.echo(summary_table(report))
+    if run_folder is None:
+        return
+    stamp = datetime.fromtimestamp(started, timezone.utc).strftime("%Y-%m-%dT%H-%M-%S.%f")
+    files = {run_folder / f"{stamp}_results.json": json_text(report)}
+    if log_samples:
+        for task, records in sample_logs(result).items():
+            files[run_folder / f"{stamp}_samples_{task}.jsonl"] = jsonl_text(records)
+    write_files_atomically(files)
+    click.echo(f"wrote {len(files)} file(s) to {run_folder}")
+
+
+def _tasks_table(index: Any) -> str:
+    from tabulate import tabulate
+
+    from vrp_bench.api.task_index import builtin_tasks_dir
+
+    builtin = builtin_tasks_dir()
+    rows = []
+    for name, entry in sorted(index.tasks.items()):
+        folder = entry.yaml_path.parent
+        source = f"tasks/{folder.relative_to(builtin)}" if folder.is_relative_to(builtin) else str(folder)
+        rows.append([name, "task", ", ".join(index.groups_of(name)), source, entry.data_offline])
+    for name, members in sorted(index.groups.items()):
+        kind = "group" if name in index.group_sources else "tag"
+        rows.append([name, kind, f"{len(index.expand(name))} tasks", "", ""])
+    return tabulate(rows, headers=["Name", "Kind", "Groups", "Source", "Data offline"], tablefmt="github")
+
+
+@cli.command("tasks")
+@click.option("--include_path", "--include-path", "include_paths", multiple=True, type=click.Path(path_type=Path))
+def tasks_command(include_paths: tuple[Path, ...]) -> None:
+    """List every task, group and tag: source folder and whether its data is available offline."""
+    from vrp_bench.api.task_index import TaskIndex
+
+    click.echo(_tasks_table(TaskIndex(include_paths)))
+
+
+@cli.command("models")
+def models_command() -> None:
+    """List the registered models."""
+    from tabulate import tabulate
+
+    from vrp_bench.api.model import MODELS
+
+    _load_registries()
+    click.echo(tabulate([[name, cls.description] for name, cls in MODELS.items()], headers=["Model", "Description"],
+                        tablefmt="github"))
+
+
+@cli.group("shapes")
+def shapes_group() -> None:
+    """The embedded vrp_shapes benchmark: regenerate or verify its shipped data."""
+
+
+def _shapes_data_dir() -> Path:
+    from vrp_bench.api.task_index import builtin_tasks_dir
+
+    return builtin_tasks_dir() / "vrp_shapes" / "data"
+
+
+@shapes_group.command("generate")
+@click.option("--output_dir", "--output-dir", "output_dir", type=click.Path(path_type=Path), default=None,
+              help="Where to write (default: the shipped tasks/vrp_shapes/data).")
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
+@click.option("--n_per_set", "--n-per-set", "n_per_set", type=click.IntRange(min=1), default=300, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--image_size", "--image-size", "image_sizes", type=click.IntRange(min=16), multiple=True,
+              default=(64, 336), show_default=True)
+def shapes_generate(output_dir: Path | None, split: str, n_per_set: int, seed: int, image_sizes: tuple[int, ...]) -> None:
+    """Write the parquet files of a split and their MANIFEST.json (deterministic for a seed)."""
+    from vrp_bench.datasets.export import write_split
+
+    if split == "train" and output_dir is None:
+        raise UsageError("the train split is not shipped: give --output_dir for it")
+    target = output_dir or _shapes_data_dir()
+    manifest = write_split(target, split=split, n_per_set=n_per_set, seed=seed, image_sizes=tuple(image_sizes))
+    click.echo(f"wrote {len(manifest['files'])} files to {target}")
+
+
+@shapes_group.command("verify")
+@click.option("--data_dir", "--data-dir", "data_dir", type=click.Path(path_type=Path), default=None)
+def shapes_verify(data_dir: Path | None) -> None:
+    """Regenerate in memory and compare with the shipped files' content hashes."""
+    from vrp_bench.datasets.export import verify_split
+
+    target = data_dir or _shapes_data_dir()
+    if not (target / "MANIFEST.json").is_file():
+        raise UsageError(f"{target} has no MANIFEST.json; is it a vrp_shapes data folder?")
+    problems = verify_split(target)
+    if problems:
+        raise VRPError(f"{len(problems)} mismatch(es); first: {problems[0]}")
+    click.echo(f"{target}: every file reproduces its manifest content hash")
+
+
+def _configure_logging(verbosity: str) -> None:
+    global _show_tracebacks
+    _show_tracebacks = verbosity.upper() == "DEBUG"
+    logging.basicConfig(level=verbosity.upper(), format="%(levelname)s %(name)s: %(message)s")
+    if not _show_tracebacks:
+        import datasets
+
+        datasets.disable_progress_bars()
+        datasets.logging.set_verbosity_error()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``vrp-bench`` console script; returns the exit code."""
+    try:
+        cli.main(args=argv, prog_name="vrp-bench", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.format_message(), err=True)
+        return 2
+    except click.ClickException as exc:  # bad flags: click's own usage errors
+        command = exc.ctx.command_path if getattr(exc, "ctx", None) else "vrp-bench"
+        click.echo(f"vrp-bench: error: {exc.format_message()} (see `{command} --help`)", err=True)
+        return 2
+    except VRPError as exc:
+        click.echo(f"vrp-bench: error: {exc}", err=True)
+        return exc.exit_code
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        click.echo("vrp-bench: interrupted", err=True)
+        return 130
+    except Exception as exc:  # a bug, not a user error: one line, the traceback on request
+        if _show_tracebacks:
+            traceback.print_exc()
+        first_line = (str(exc).splitlines() or [""])[0]
+        click.echo(f"vrp-bench: internal error: {type(exc).__name__}: {first_line} "
+                   "(rerun with --verbosity DEBUG for the traceback)", err=True)
+        return 1
+    return 0
+
+
+def console_main() -> None:
+    """setuptools console-script wrapper."""
+    sys.exit(main())

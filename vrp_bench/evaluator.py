@@ -1,0 +1,260 @@
+"""The evaluation loop: tasks x model -> per-sample records -> metrics -> a run result.
+
+``evaluate`` validates everything it can before the model is built (task names, task YAML,
+data, output folder), then answers every doc in batches, scores each answer, and aggregates.
+A doc that fails (an image that does not decode, a model error) is recorded with its reason and
+counted in ``n_errors``; it is never scored as wrong.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from vrp_bench.api.errors import RunError, UsageError
+from vrp_bench.api.instance import Request, Response
+from vrp_bench.api.metrics import mean_stderr
+from vrp_bench.api.model import MODELS, VLM
+from vrp_bench.api.task import DocError, Task
+from vrp_bench.api.task_index import TaskIndex
+
+CORRECT_THRESHOLD = 0.5
+"""A sample is correct when its primary (first) metric reaches this value (exact match: 1 vs 0)."""
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run (what the CLI parsed)."""
+
+    model: str
+    tasks: str
+    model_args: dict[str, Any] = field(default_factory=dict)
+    include_paths: list[Path] = field(default_factory=list)
+    limit: int | float | None = None
+    batch_size: int = 1
+    device: str | None = None
+    seed: int = 0
+    gen_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SampleRecord:
+    """One doc's outcome."""
+
+    doc_id: int
+    target: str | list[str] | None = None
+    prediction: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    correct: bool | None = None
+    signals: dict[str, Any] = field(default_factory=dict)
+    doc: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The per-sample log line, with lmms-eval's ``resps`` / ``filtered_resps`` keys."""
+        record: dict[str, Any] = {
+            "doc_id": self.doc_id,
+            "target": self.target,
+            "prediction": self.prediction,
+            "resps": [[self.prediction]] if self.prediction is not None else [],
+            "filtered_resps": [self.prediction] if self.prediction is not None else [],
+            "correct": self.correct,
+            **self.metrics,
+            "question_type": self.doc.get("question_type"),
+            "doc": self.doc,
+            "error": self.error,
+        }
+        if self.signals:
+            record["signals"] = self.signals
+        return record
+
+
+@dataclass
+class TaskResult:
+    """A task's aggregated scores and its per-sample records."""
+
+    task: Task
+    n_docs: int
+    records: list[SampleRecord]
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    stderrs: dict[str, float | None] = field(default_factory=dict)
+
+    @property
+    def n_errors(self) -> int:
+        return sum(r.error is not None for r in self.records)
+
+    @property
+    def n_scored(self) -> int:
+        return len(self.records) - self.n_errors
+
+
+@dataclass
+class RunResult:
+    """The outcome of ``evaluate``."""
+
+    config: RunConfig
+    model: VLM
+    results: dict[str, TaskResult]
+    skipped: dict[str, str]
+    groups: dict[str, list[str]]
+
+
+def resolve_limit(limit: int | float | None, n_docs: int) -> int:
+    """How many docs to run: all, the first ``limit`` (int >= 1) or a fraction (0 < float < 1)."""
+    if limit is None:
+        return n_docs
+    if isinstance(limit, float) and limit < 1:
+        return max(1, int(n_docs * limit))
+    return min(n_docs, int(limit))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and (when loaded) torch, for code that uses global generators."""
+    import sys
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(seed)
+
+
+def prepare_tasks(config: RunConfig, index: TaskIndex) -> tuple[list[Task], dict[str, str], dict[str, list[str]]]:
+    """Select, build and load the tasks; returns (tasks, skipped task -> reason, group -> tasks)."""
+    names, group_names, optional = index.select(config.tasks)
+    tasks: list[Task] = []
+    skipped: dict[str, str] = {}
+    for name in names:
+        try:
+            task = index.build(name)
+            task.load()
+        except UsageError as exc:
+            if name not in optional:
+                raise
+            skipped[name] = str(exc)
+            continue
+        tasks.append(task)
+    groups = {g: [t for t in index.expand(g) if t not in skipped] for g in group_names}
+    return tasks, skipped, groups
+
+
+class Progress(Protocol):
+    """What ``evaluate`` reports progress to (a ``tqdm`` bar fits)."""
+
+    def update(self, n: int) -> Any: ...
+
+    def close(self) -> Any: ...
+
+
+def evaluate(
+    config: RunConfig,
+    index: TaskIndex,
+    before_model: Callable[[], None] = lambda: None,
+    progress: Callable[[int], Progress] | None = None,
+) -> RunResult:
+    """Run ``config``.
+
+    ``before_model`` runs after all validation, just before the model is built (the CLI checks
+    the output folder there). ``progress(total_docs)`` makes the progress reporter.
+    """
+    model_class = MODELS.get(config.model)
+    model_class.check_args(config.model_args)
+    tasks, skipped, groups = prepare_tasks(config, index)
+    if not tasks:
+        reasons = "; ".join(f"{t}: {r}" for t, r in skipped.items())
+        raise UsageError(f"no selected task could be loaded ({reasons})")
+    before_model()
+    seed_everything(config.seed)
+    model = model_class.from_args(config.model_args, device=config.device)
+    plan = [(task, resolve_limit(config.limit, len(task))) for task in tasks]
+    bar = progress(sum(n for _, n in plan)) if progress is not None else None
+    results = {}
+    try:
+        for task, n in plan:
+            records = run_task(task, model, config, n, bar)
+            results[task.name] = aggregate_task(task, len(task), records)
+    finally:
+        if bar is not None:
+            bar.close()
+    return RunResult(config, model, results, skipped, groups)
+
+
+def run_task(task: Task, model: VLM, config: RunConfig, n: int, progress: Progress | None) -> list[SampleRecord]:
+    """Answer and score the first ``n`` docs of ``task`` in batches of ``config.batch_size``."""
+    prompt_kwargs = task.prompt_kwargs(model.prompt_keys)
+    records: list[SampleRecord] = []
+    for start in range(0, n, config.batch_size):
+        batch_ids = range(start, min(n, start + config.batch_size))
+        requests: list[Request] = []
+        pending: list[tuple[SampleRecord, dict[str, Any]]] = []
+        for doc_id in batch_ids:
+            record = SampleRecord(doc_id)
+            records.append(record)
+            try:
+                doc, request = task.render(doc_id, prompt_kwargs, config.gen_kwargs, config.seed)
+            except DocError as exc:
+                record.error = str(exc)
+                continue
+            record.doc = task.doc_fields(doc)
+            record.target = request.target
+            requests.append(request)
+            pending.append((record, doc))
+        responses = model.generate(requests) if requests else []
+        if len(responses) != len(requests):
+            raise RunError(f"model {model.name!r} returned {len(responses)} answers for {len(requests)} requests")
+        for (record, doc), response in zip(pending, responses):
+            score_record(task, record, doc, response)
+        if progress is not None:
+            progress.update(len(batch_ids))
+    return records
+
+
+def score_record(task: Task, record: SampleRecord, doc: dict[str, Any], response: Response) -> None:
+    """Fill a record from the model's response: prediction, metrics, correctness, signals."""
+    record.signals = response.signals
+    if response.error is not None or response.text is None:
+        record.error = response.error or "model returned no answer"
+        return
+    record.prediction = response.text
+    try:
+        record.metrics = task.score(doc, response.text)
+    except UsageError:
+        raise
+    except Exception as exc:
+        record.error = f"process_results failed: {type(exc).__name__}: {exc}"
+        return
+    primary = record.metrics[task.config.metric_list[0].metric]
+    record.correct = float(primary) >= CORRECT_THRESHOLD
+
+
+def aggregate_task(task: Task, n_docs: int, records: Sequence[SampleRecord]) -> TaskResult:
+    """Aggregate every metric of ``metric_list`` over the scored (error-free) records."""
+    result = TaskResult(task, n_docs, list(records))
+    scored = [r for r in records if r.error is None]
+    for spec in task.config.metric_list:
+        values = [float(r.metrics[spec.metric]) for r in scored]
+        result.metrics[spec.metric] = task.aggregate(spec, values) if values else None
+        result.stderrs[spec.metric] = mean_stderr(values) if spec.aggregation == "mean" else None
+    return result
+
+
+def group_scores(run: RunResult) -> dict[str, dict[str, float | int | None]]:
+    """Per group: each metric shared by all its tasks, averaged with weights = scored samples."""
+    scores: dict[str, dict[str, float | int | None]] = {}
+    for group, members in run.groups.items():
+        member_results = [run.results[t] for t in members if t in run.results]
+        if not member_results:
+            continue
+        shared = set.intersection(*(set(r.metrics) for r in member_results))
+        entry: dict[str, float | int | None] = {"n": sum(r.n_scored for r in member_results)}
+        for metric in sorted(shared):
+            weighted = [(r.metrics[metric], r.n_scored) for r in member_results if r.metrics[metric] is not None]
+            total = sum(w for _, w in weighted)
+            entry[metric] = sum(v * w for v, w in weighted) / total if total else None
+        entry["n_errors"] = sum(r.n_errors for r in member_results)
+        scores[group] = entry
+    return scores

@@ -1,0 +1,270 @@
+"""Hidden-state probes: how well a layer's hidden state predicts correctness, on held-out samples only.
+
+All pipelines use one seeded stratified k-fold split of the samples (``crossval``) and report the AUROC
+of out-of-fold P(correct) with a percentile bootstrap CI over those predictions (the CI treats the
+trained probes as fixed: it covers sampling of the evaluation set, not retraining).
+- per layer: a probe per layer. Choosing the best of these is selection on the evaluation data: optimistic.
+- nested: in each outer fold an inner stratified k-fold on the outer-training part scores every layer
+  (inner out-of-fold AUROC); the best layer (the lowest index on ties) is chosen there, and the outer test
+  fold is predicted by that layer's probe trained on the whole outer-training part. Held out end to end.
+- shuffled control: the nested pipeline on labels permuted by the seed; its AUROC should sit near 0.5.
+- last k combined: one probe on the concatenated states of the last k layers (the study's "combined").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vrp_bench.scoring.bootstrap import CONFIDENCE, N_RESAMPLES
+from vrp_bench.scoring.crossval import (
+    PROBE_PARAMS,
+    FittedProbe,
+    ProbeKind,
+    cross_validation_problem,
+    out_of_fold,
+    stratified_folds,
+)
+from vrp_bench.scoring.signal_quality import score_auroc, undefined_entry
+from vrp_bench.scoring.statistics import MIN_SAMPLES, UndefinedStatistic, auroc, binary_labels
+
+PROBES_FORMAT = "vrp-bench probes 1"
+Folds = list[tuple[np.ndarray, np.ndarray]]
+AurocScore = Callable[[np.ndarray, np.ndarray], dict[str, Any]]
+
+
+@dataclass
+class FoldProbe:
+    """One trained probe: which pipeline and fold, the layer ids it reads, its split, its parameters."""
+
+    pipeline: str  # "nested" | "last_k_combined"
+    fold: int
+    layers: list[int]
+    train_doc_ids: list[Any]
+    test_doc_ids: list[Any]
+    arrays: dict[str, np.ndarray]  # see FittedProbe.arrays
+
+
+@dataclass
+class ProbeFits:
+    """The probes behind a ``run_probes`` result and their out-of-fold P(correct) per doc."""
+
+    kind: str
+    params: dict[str, Any]
+    seed: int
+    doc_ids: list[Any]
+    folds: list[FoldProbe]
+    oof_probability: dict[str, np.ndarray]  # pipeline -> [n], in doc_ids order
+
+
+@dataclass
+class _Nested:
+    predictions: np.ndarray
+    chosen: list[int]  # layer positions, one per outer fold
+    inner_auroc: list[list[float | None]]
+
+
+def _per_layer(
+    features: np.ndarray, correct: np.ndarray, folds: Folds, kind: ProbeKind, seed: int
+) -> list[tuple[np.ndarray, list[FittedProbe]]]:
+    """(out-of-fold P(correct), fold probes) of a probe on each layer."""
+    return [out_of_fold(features[:, layer], correct, folds, kind, seed) for layer in range(features.shape[1])]
+
+
+def _auroc_or_nan(predictions: np.ndarray, correct: np.ndarray) -> float:
+    try:
+        return auroc(predictions, correct, min_samples=0)
+    except UndefinedStatistic:  # e.g. an L1 probe with every weight zero predicts a constant
+        return float("nan")
+
+
+def _nested(
+    features: np.ndarray, correct: np.ndarray, folds: Folds, per_layer_predictions: list[np.ndarray],
+    kind: ProbeKind, seed: int,
+) -> _Nested:
+    """Layer chosen by an inner CV inside each outer training part; UndefinedStatistic if no layer can be."""
+    predictions = np.empty(len(correct))
+    chosen, inner_auroc = [], []
+    for fold, (train, test) in enumerate(folds):
+        inner = stratified_folds(correct[train], len(folds), seed)
+        inner_predictions = _per_layer(features[train], correct[train], inner, kind, seed)
+        scores = [_auroc_or_nan(predictions, correct[train]) for predictions, _ in inner_predictions]
+        if np.isnan(scores).all():
+            raise UndefinedStatistic(f"outer fold {fold}: no layer's inner AUROC is defined (constant predictions)")
+        best = int(np.nanargmax(scores))
+        predictions[test] = per_layer_predictions[best][test]  # the probe of `best` trained on `train`
+        chosen.append(best)
+        inner_auroc.append([None if np.isnan(score) else score for score in scores])
+    return _Nested(predictions, chosen, inner_auroc)
+
+
+def _checked(features: np.ndarray, correct: Any, doc_ids: Sequence[Any], layer_ids: Sequence[int] | None):
+    features = np.asarray(features)
+    if features.ndim != 3:
+        raise ValueError(f"features must be [n_samples, n_layers, hidden], got shape {features.shape}")
+    y = binary_labels(correct)
+    ids = np.asarray(doc_ids).tolist()
+    if len(ids) != len(y) or len(set(ids)) != len(ids):
+        raise ValueError("doc_ids must hold one unique id per sample (pooling tasks: use 'task/doc_id')")
+    layers = list(range(features.shape[1])) if layer_ids is None else [int(layer) for layer in layer_ids]
+    if len(layers) != features.shape[1]:
+        raise ValueError(f"layer_ids names {len(layers)} layers, features have {features.shape[1]}")
+    return features, y.astype(int), ids, layers
+
+
+@dataclass
+class _Pipeline:
+    """Per-layer probes on one outer split, and the nested layer choice (or why there is none)."""
+
+    folds: Folds
+    per_layer: list[tuple[np.ndarray, list[FittedProbe]]]  # (out-of-fold P(correct), fold probes)
+    nested: _Nested | str
+
+
+def _pipeline(features: np.ndarray, labels: np.ndarray, kind: ProbeKind, seed: int, n_folds: int) -> _Pipeline:
+    folds = stratified_folds(labels, n_folds, seed)
+    per_layer = _per_layer(features, labels, folds, kind, seed)
+    try:
+        nested: _Nested | str = _nested(features, labels, folds, [p for p, _ in per_layer], kind, seed)
+    except UndefinedStatistic as undefined:
+        nested = undefined.reason
+    return _Pipeline(folds, per_layer, nested)
+
+
+def _nested_entry(nested: _Nested | str, labels: np.ndarray, layers: list[int], score: AurocScore) -> dict[str, Any]:
+    if isinstance(nested, str):
+        return {"auroc": undefined_entry(len(labels), nested), "chosen_layers": None, "inner_auroc": None}
+    return {
+        "auroc": score(nested.predictions, labels),
+        "chosen_layers": [layers[c] for c in nested.chosen],
+        "inner_auroc": nested.inner_auroc,
+    }
+
+
+def run_probes(
+    features: np.ndarray,
+    correct: Sequence[int] | np.ndarray,
+    doc_ids: Sequence[Any],
+    *,
+    kind: ProbeKind = "logistic",
+    seed: int,
+    n_folds: int = 5,
+    last_k: int = 5,
+    layer_ids: Sequence[int] | None = None,
+    n_resamples: int = N_RESAMPLES,
+    confidence: float = CONFIDENCE,
+    min_samples: int = MIN_SAMPLES,
+) -> tuple[dict[str, Any], ProbeFits | None]:
+    """Probe ``features`` [n_samples, n_layers, hidden] for ``correct`` [n] (0/1); ``doc_ids`` [n] unique,
+    ``layer_ids`` names each layer slot (default 0..n_layers-1). Returns the JSON-ready result and the
+    trained probes (None when the data cannot be cross-validated: the result then carries ``reason``).
+    The shuffled control permutes the labels with ``numpy.random.default_rng(seed)``."""
+    features, y, ids, layers = _checked(features, correct, doc_ids, layer_ids)
+    result: dict[str, Any] = {
+        "kind": kind, "params": json.loads(json.dumps(PROBE_PARAMS[kind])), "seed": seed,
+        "n_folds": n_folds, "inner_folds": n_folds, "n": len(y), "n_correct": int(y.sum()), "layer_ids": layers,
+        "reason": cross_validation_problem(y, n_folds, min_samples, nested=True),
+        "per_layer": None, "nested": None, "shuffled_control": None, "last_k_combined": None,
+    }
+    if result["reason"] is not None:
+        return result, None
+    score = partial(score_auroc, seed=seed, n_resamples=n_resamples, confidence=confidence, min_samples=min_samples)
+    real = _pipeline(features, y, kind, seed, n_folds)
+    permuted = np.random.default_rng(seed).permutation(y)
+    control = _pipeline(features, permuted, kind, seed, n_folds)
+    combined_layers = layers[-last_k:]
+    combined = out_of_fold(features[:, -last_k:].reshape(len(y), -1), y, real.folds, kind, seed)
+    result.update(
+        per_layer=[{"layer": layer, "auroc": score(p, y)} for layer, (p, _) in zip(layers, real.per_layer)],
+        nested=_nested_entry(real.nested, y, layers, score),
+        shuffled_control=_nested_entry(control.nested, permuted, layers, score),
+        last_k_combined={"layers": combined_layers, "auroc": score(combined[0], y)},
+    )
+    return result, _probe_fits(result, ids, real, combined, combined_layers)
+
+
+def _probe_fits(
+    result: dict[str, Any], ids: list[Any], real: _Pipeline,
+    combined: tuple[np.ndarray, list[FittedProbe]], combined_layers: list[int],
+) -> ProbeFits:
+    """The nested pipeline's outer-fold probes (the layer chosen in each fold) and the combined probes."""
+
+    def fold_probe(pipeline: str, fold: int, probe: FittedProbe, layers: list[int]) -> FoldProbe:
+        train, test = real.folds[fold]
+        return FoldProbe(pipeline, fold, layers, [ids[i] for i in train], [ids[i] for i in test], probe.arrays())
+
+    probes, oof = [], {}
+    if isinstance(real.nested, _Nested):
+        for fold, chosen in enumerate(real.nested.chosen):
+            probes.append(fold_probe("nested", fold, real.per_layer[chosen][1][fold], [result["layer_ids"][chosen]]))
+        oof["nested"] = real.nested.predictions
+    probes += [fold_probe("last_k_combined", f, probe, combined_layers) for f, probe in enumerate(combined[1])]
+    oof["last_k_combined"] = combined[0]
+    return ProbeFits(result["kind"], result["params"], result["seed"], ids, probes, oof)
+
+
+def save_probes(fits: ProbeFits, path: str | Path) -> tuple[Path, Path]:
+    """Write ``<path>.npz`` (arrays) and ``<path>.json`` (provenance: kind, params, seed, layers, the doc ids
+    of every fold's train/test split, and the npz key of each array); both are written to temporary files
+    first and renamed into place together."""
+    arrays: dict[str, np.ndarray] = {}
+    folds = []
+    for probe in fits.folds:
+        keys = {name: f"{probe.pipeline}/fold{probe.fold}/{name}" for name in probe.arrays}
+        arrays.update({keys[name]: array for name, array in probe.arrays.items()})
+        folds.append({
+            "pipeline": probe.pipeline, "fold": probe.fold, "layers": probe.layers,
+            "train_doc_ids": probe.train_doc_ids, "test_doc_ids": probe.test_doc_ids, "arrays": keys,
+        })
+    oof_keys = {pipeline: f"{pipeline}/oof_probability" for pipeline in fits.oof_probability}
+    arrays.update({oof_keys[pipeline]: p for pipeline, p in fits.oof_probability.items()})
+    npz_path, json_path = Path(f"{path}.npz"), Path(f"{path}.json")
+    meta = {
+        "format": PROBES_FORMAT, "arrays_file": npz_path.name, "kind": fits.kind, "params": fits.params,
+        "seed": fits.seed, "doc_ids": fits.doc_ids, "folds": folds, "oof_probability": oof_keys,
+    }
+    _replace_together({
+        npz_path: lambda stream: np.savez(stream, **arrays),
+        json_path: lambda stream: stream.write(json.dumps(meta, indent=2).encode("utf-8")),
+    })
+    return npz_path, json_path
+
+
+def _replace_together(writers: dict[Path, Any]) -> None:
+    """Write each file to a temporary sibling (binary stream), then os.replace them all into place."""
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, write in writers.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            staged.append((Path(temporary), path))
+            with os.fdopen(handle, "wb") as stream:
+                write(stream)
+        for temporary, path in staged:
+            os.replace(temporary, path)
+    finally:
+        for temporary, _ in staged:
+            temporary.unlink(missing_ok=True)
+
+
+def load_probes(path: str | Path) -> ProbeFits:
+    """Read what ``save_probes(fits, path)`` wrote."""
+    meta = json.loads(Path(f"{path}.json").read_text(encoding="utf-8"))
+    with np.load(Path(f"{path}.npz"), allow_pickle=False) as stored:
+        folds = [
+            FoldProbe(
+                fold["pipeline"], fold["fold"], fold["layers"], fold["train_doc_ids"], fold["test_doc_ids"],
+                {name: stored[key] for name, key in fold["arrays"].items()},
+            )
+            for fold in meta["folds"]
+        ]
+        oof = {pipeline: stored[key] for pipeline, key in meta["oof_probability"].items()}
+    return ProbeFits(meta["kind"], meta["params"], meta["seed"], meta["doc_ids"], folds, oof)

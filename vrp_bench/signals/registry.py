@@ -1,0 +1,67 @@
+"""``SIGNALS``: one ``SignalSpec`` per key of the per-sample signal dict.
+
+A spec says how to compute its key from a ``SampleCapture`` and how to read it: its orientation
+for scoring, the capture fields it needs (missing ones make the value None), whether it is a
+per-layer list and whether it is a probability (ECE / Brier). Per-layer keys are their own
+entries (``per_layer=True``) with the orientation of their scalar.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from vrp_bench.api.registry import Registry
+
+if TYPE_CHECKING:
+    from vrp_bench.signals.compute import SampleCapture, SignalSettings
+
+ComputeFn = Callable[["SampleCapture", "SignalSettings"], Any]
+
+
+@dataclass(frozen=True)
+class SignalSpec:
+    """What one signal key means.
+
+    ``orientation``: +1 if higher means more likely correct, -1 if lower does (for attention
+    structure: under the Attention-Confidence Assumption, the hypothesis the benchmark tests);
+    None for descriptive keys that are not a reliability score (scoring skips them).
+    ``needs``: ``SampleCapture`` fields read; when one is None or empty the value is None.
+    ``compute``: (capture, settings) -> a JSON-ready value.
+    """
+
+    name: str
+    orientation: int | None
+    needs: tuple[str, ...]
+    per_layer: bool
+    probability: bool
+    description: str
+    compute: ComputeFn
+
+    def __post_init__(self) -> None:
+        if self.orientation not in (1, -1, None):
+            raise ValueError(f"signal {self.name!r}: orientation must be +1, -1 or None")
+
+
+SIGNALS: Registry[SignalSpec] = Registry("signal")
+
+
+def register_signal(
+    name: str,
+    orientation: int | None,
+    needs: tuple[str, ...],
+    *,
+    per_layer: bool = False,
+    probability: bool = False,
+) -> Callable[[ComputeFn], ComputeFn]:
+    """Decorator: register ``compute`` under ``name``; its docstring becomes the description."""
+
+    def add(compute: ComputeFn) -> ComputeFn:
+        description = inspect.getdoc(compute) or ""
+        spec = SignalSpec(name, orientation, needs, per_layer, probability, description, compute)
+        SIGNALS.register(name)(spec)
+        return compute
+
+    return add

@@ -155,7 +155,7 @@ def test_other_undefined_and_invalid_inputs():
     assert st.brier(np.full(20, 0.9), np.ones(20)) == pytest.approx(0.01)  # calibration: one class is fine
     with pytest.raises(ValueError, match="0/1"):
         st.auroc(np.arange(3.0), [0, 1, 2])
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+    with pytest.raises(UndefinedStatistic, match=r"\[0, 1\]"):
         st.ece(np.linspace(0, 2, 20), y)
 
 

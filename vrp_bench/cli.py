@@ -100,12 +100,21 @@ def cli() -> None:
               help="Folder for results; files go to <output_path>/<model>/.")
 @click.option("--log_samples", "--log-samples", "log_samples", is_flag=True, help="Also write per-sample JSONL.")
 @click.option("--gen_kwargs", "--gen-kwargs", "gen_kwargs", default="", help="k=v overriding every task's generation_kwargs.")
+@click.option("--sc_samples", "--sc-samples", "sc_samples", type=click.IntRange(min=0), default=None,
+              help="Self-consistency samples per doc (0 disables); same as --model_args sc_samples=K.")
+@click.option("--save_traces", "--save-traces", "save_traces", is_flag=True,
+              help="Also write hidden states (float16 .npz per task) for re-scoring probes later.")
+@click.option("--probe_kind", "--probe-kind", "probe_kind", type=click.Choice(["logistic", "mlp", "l1"]),
+              default="logistic", show_default=True, help="Hidden-state probe.")
+@click.option("--bootstrap_resamples", "--bootstrap-resamples", "bootstrap_resamples", type=click.IntRange(min=100),
+              default=1000, show_default=True, help="Bootstrap resamples for every confidence interval.")
 @click.option("--verbosity", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               default="INFO", show_default=True)
 def run_command(
     model: str, model_args: str, tasks: str, include_paths: tuple[Path, ...], limit: int | float | None,
     batch_size: int, device: str | None, seed: int, output_path: Path | None, log_samples: bool,
-    gen_kwargs: str, verbosity: str,
+    gen_kwargs: str, sc_samples: int | None, save_traces: bool, probe_kind: str, bootstrap_resamples: int,
+    verbosity: str,
 ) -> None:
     """Evaluate a model on tasks and print (and optionally save) the results."""
     from tqdm import tqdm
@@ -113,8 +122,11 @@ def run_command(
     from vrp_bench.api.task_index import TaskIndex
     from vrp_bench.evaluator import RunConfig, evaluate
     from vrp_bench.report.console import summary_table
-    from vrp_bench.report.results import build_report, sample_logs
-    from vrp_bench.report.writer import check_writable, json_text, jsonl_text, write_files_atomically
+    from vrp_bench.report.results import build_report, hidden_states, probe_files, sample_logs, traces_npz
+    from vrp_bench.report.schema import require_valid
+    from vrp_bench.api.files import write_files_atomically
+    from vrp_bench.report.writer import check_writable, json_text, jsonl_text
+    from vrp_bench.scoring.sections import ScoringSettings, score_sections
 
     _configure_logging(verbosity)
     _load_registries()
@@ -122,12 +134,16 @@ def run_command(
     if tasks.strip() == "list":
         click.echo(_tasks_table(index))
         return
-    if log_samples and output_path is None:
-        raise UsageError("--log_samples needs --output_path (where to write the per-sample files)")
+    for flag, given in (("--log_samples", log_samples), ("--save_traces", save_traces)):
+        if given and output_path is None:
+            raise UsageError(f"{flag} needs --output_path (where to write the per-sample files)")
+    parsed_model_args = parse_key_values(model_args, "--model_args")
+    if sc_samples is not None:
+        parsed_model_args["sc_samples"] = sc_samples
     config = RunConfig(
         model=model,
         tasks=tasks,
-        model_args=parse_key_values(model_args, "--model_args"),
+        model_args=parsed_model_args,
         include_paths=list(include_paths),
         limit=limit,
         batch_size=batch_size,
@@ -143,16 +159,27 @@ def run_command(
         before_model=(lambda: check_writable(run_folder)) if run_folder is not None else (lambda: None),
         progress=lambda total: tqdm(total=total, desc="docs", unit="doc", disable=None, file=sys.stderr),
     )
+    scoring = ScoringSettings(seed=seed, n_resamples=bootstrap_resamples, probe_kind=probe_kind)
+    samples, states = sample_logs(result), hidden_states(result)
+    sections, probe_fits = score_sections(samples, states, scoring)
     command_line = " ".join(shlex.quote(a) for a in ["vrp-bench", *sys.argv[1:]])
-    report = build_report(result, command_line, started)
+    report = build_report(result, command_line, started, sections, scoring)
+    require_valid(report)
     click.echo(summary_table(report))
     if run_folder is None:
         return
     stamp = datetime.fromtimestamp(started, timezone.utc).strftime("%Y-%m-%dT%H-%M-%S.%f")
-    files = {run_folder / f"{stamp}_results.json": json_text(report)}
+    files: dict[Path, str | bytes] = {run_folder / f"{stamp}_results.json": json_text(report)}
     if log_samples:
-        for task, records in sample_logs(result).items():
+        for task, records in samples.items():
             files[run_folder / f"{stamp}_samples_{task}.jsonl"] = jsonl_text(records)
+    if save_traces:
+        for task in samples:
+            traces = traces_npz(states, task)
+            if traces is not None:
+                files[run_folder / f"{stamp}_traces_{task}.npz"] = traces
+    for position, fits in probe_fits.items():
+        files.update(probe_files(fits, run_folder / f"{stamp}_probes_{position}"))
     write_files_atomically(files)
     click.echo(f"wrote {len(files)} file(s) to {run_folder}")
 
@@ -193,6 +220,56 @@ def models_command() -> None:
     _load_registries()
     click.echo(tabulate([[name, cls.description] for name, cls in MODELS.items()], headers=["Model", "Description"],
                         tablefmt="github"))
+
+
+@cli.command("validate")
+@click.argument("report", type=click.Path(path_type=Path))
+def validate_command(report: Path) -> None:
+    """Check a report file against the shipped JSON Schema (vrp-report/1)."""
+    from vrp_bench.report.saved_run import read_report
+    from vrp_bench.report.schema import SCHEMA_ID
+
+    read_report(report)
+    click.echo(f"{report}: valid {SCHEMA_ID}")
+
+
+@cli.command("show")
+@click.argument("report", type=click.Path(path_type=Path))
+def show_command(report: Path) -> None:
+    """Print a report's summary tables again."""
+    from vrp_bench.report.console import summary_table
+    from vrp_bench.report.saved_run import read_report
+
+    click.echo(summary_table(read_report(report)))
+
+
+@cli.command("score")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--output", type=click.Path(path_type=Path), default=None, help="Write the re-scored report here.")
+@click.option("--probe_kind", "--probe-kind", "probe_kind", type=click.Choice(["logistic", "mlp", "l1"]), default=None,
+              help="Re-score with another probe (default: the run's).")
+@click.option("--bootstrap_resamples", "--bootstrap-resamples", "bootstrap_resamples", type=click.IntRange(min=100),
+              default=None, help="Re-score with another number of resamples (default: the run's).")
+def score_command(path: Path, output: Path | None, probe_kind: str | None, bootstrap_resamples: int | None) -> None:
+    """Recompute every statistic of a run from its saved per-sample files (no model needed)."""
+    from dataclasses import replace
+
+    from vrp_bench.api.files import write_files_atomically
+    from vrp_bench.report.console import summary_table
+    from vrp_bench.report.saved_run import load_run, rescore
+    from vrp_bench.report.schema import require_valid
+    from vrp_bench.report.writer import json_text
+    from vrp_bench.scoring.sections import ScoringSettings
+
+    run = load_run(path)
+    settings = ScoringSettings(**run.report["config"]["scoring"])
+    overrides = {k: v for k, v in (("probe_kind", probe_kind), ("n_resamples", bootstrap_resamples)) if v is not None}
+    report = rescore(run, replace(settings, **overrides))
+    require_valid(report)
+    click.echo(summary_table(report))
+    if output is not None:
+        write_files_atomically({output: json_text(report)})
+        click.echo(f"wrote {output}")
 
 
 @cli.group("shapes")

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
+
+import numpy as np
 
 from vrp_bench.api.errors import RunError, UsageError
 from vrp_bench.api.instance import Request, Response
@@ -20,6 +22,12 @@ from vrp_bench.api.metrics import mean_stderr
 from vrp_bench.api.model import MODELS, VLM
 from vrp_bench.api.task import DocError, Task
 from vrp_bench.api.task_index import TaskIndex
+from vrp_bench.signals import SampleCapture, compute_signals
+
+HIDDEN_STATE_TRACES = ("hidden_last_prompt", "hidden_first_answer")
+CAPTURE_FIELDS = tuple(
+    f.name for f in fields(SampleCapture) if f.name not in ("image_size", "boxes", "target")
+)
 
 CORRECT_THRESHOLD = 0.5
 """A sample is correct when its primary (first) metric reaches this value (exact match: 1 vs 0)."""
@@ -52,6 +60,8 @@ class SampleRecord:
     signals: dict[str, Any] = field(default_factory=dict)
     doc: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    hidden_states: dict[str, np.ndarray] = field(default_factory=dict)
+    """Per captured position, [n_layers, hidden] float16 (kept for probes, never in the JSONL)."""
 
     def to_json(self) -> dict[str, Any]:
         """The per-sample log line, with lmms-eval's ``resps`` / ``filtered_resps`` keys."""
@@ -114,8 +124,6 @@ def resolve_limit(limit: int | float | None, n_docs: int) -> int:
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and (when loaded) torch, for code that uses global generators."""
     import sys
-
-    import numpy as np
 
     random.seed(seed)
     np.random.seed(seed)
@@ -190,7 +198,7 @@ def run_task(task: Task, model: VLM, config: RunConfig, n: int, progress: Progre
     for start in range(0, n, config.batch_size):
         batch_ids = range(start, min(n, start + config.batch_size))
         requests: list[Request] = []
-        pending: list[tuple[SampleRecord, dict[str, Any]]] = []
+        pending: list[tuple[SampleRecord, dict[str, Any], Request]] = []
         for doc_id in batch_ids:
             record = SampleRecord(doc_id)
             records.append(record)
@@ -202,20 +210,22 @@ def run_task(task: Task, model: VLM, config: RunConfig, n: int, progress: Progre
             record.doc = task.doc_fields(doc)
             record.target = request.target
             requests.append(request)
-            pending.append((record, doc))
+            pending.append((record, doc, request))
         responses = model.generate(requests) if requests else []
         if len(responses) != len(requests):
             raise RunError(f"model {model.name!r} returned {len(responses)} answers for {len(requests)} requests")
-        for (record, doc), response in zip(pending, responses):
-            score_record(task, record, doc, response)
+        for (record, doc, request), response in zip(pending, responses):
+            score_record(task, record, doc, request, response)
         if progress is not None:
             progress.update(len(batch_ids))
     return records
 
 
-def score_record(task: Task, record: SampleRecord, doc: dict[str, Any], response: Response) -> None:
+def score_record(task: Task, record: SampleRecord, doc: dict[str, Any], request: Request, response: Response) -> None:
     """Fill a record from the model's response: prediction, metrics, correctness, signals."""
-    record.signals = response.signals
+    if response.error is None:
+        record.signals = {**response.signals, **signals_from_traces(task, doc, request, response.traces)}
+        record.hidden_states = {k: response.traces[k] for k in HIDDEN_STATE_TRACES if response.traces.get(k) is not None}
     if response.error is not None or response.text is None:
         record.error = response.error or "model returned no answer"
         return
@@ -229,6 +239,24 @@ def score_record(task: Task, record: SampleRecord, doc: dict[str, Any], response
         return
     primary = record.metrics[task.config.metric_list[0].metric]
     record.correct = float(primary) >= CORRECT_THRESHOLD
+
+
+def signals_from_traces(task: Task, doc: dict[str, Any], request: Request, traces: dict[str, Any]) -> dict[str, Any]:
+    """The reliability signals of one sample from what the model captured (``Response.traces``).
+
+    Trace keys named like ``SampleCapture`` fields are passed on; the doc adds its ground-truth boxes
+    and the request its image size and target. Nothing captured: no signals.
+    """
+    captured = {name: traces[name] for name in CAPTURE_FIELDS if traces.get(name) is not None}
+    if not captured:
+        return {}
+    capture = SampleCapture(
+        **captured,
+        image_size=request.images[0].size if request.images else None,
+        boxes=task.boxes(doc),
+        target=request.target,
+    )
+    return compute_signals(capture)
 
 
 def aggregate_task(task: Task, n_docs: int, records: Sequence[SampleRecord]) -> TaskResult:

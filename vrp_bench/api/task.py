@@ -215,6 +215,7 @@ class Task:
         self._doc_to_target = _resolve(config.doc_to_target)
         self._doc_to_messages = _resolve(config.doc_to_messages)
         self._process_results = _resolve(config.process_results)
+        self._doc_to_boxes = _resolve(config.metadata.get("grounding_boxes"))
         if self._process_results is None:
             for spec in config.metric_list:
                 if spec.metric not in METRICS:
@@ -361,6 +362,16 @@ class Task:
         """Aggregate one metric over the scored samples."""
         aggregate = metric.aggregation if callable(metric.aggregation) else AGGREGATIONS.get(metric.aggregation)
         return float(aggregate(values))
+
+    def boxes(self, doc: dict[str, Any]) -> list[list[float]] | None:
+        """The doc's ground-truth boxes ([x0, y0, x1, y1] pixels of its first image), if the task names them.
+
+        Named in the YAML as ``metadata: {grounding_boxes: <column or !function>}``: metadata is the
+        dialect's free-form key, so the same YAML still loads in lmms-eval.
+        """
+        if self._doc_to_boxes is None:
+            return None
+        return [list(map(float, box)) for box in self._apply(self._doc_to_boxes, doc, None)]
 
     def doc_fields(self, doc: dict[str, Any]) -> dict[str, Any]:
         """The doc's JSON-ready, non-image fields (for per-sample logs)."""

@@ -7,12 +7,10 @@ Content hashes cover decoded pixels, not PNG bytes, so they do not depend on the
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
-import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 import datasets
@@ -20,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from vrp_bench.api.files import atomic_path
 from vrp_bench.datasets.vrp_shapes import QUESTION_SETS, generate_docs
 
 GENERATOR = "vrp_shapes"
@@ -67,7 +66,7 @@ def write_parquet(docs: list[dict], path: str | Path) -> None:
     """Write docs to a parquet file (atomically) that ``datasets.load_dataset("parquet")`` decodes."""
     path = Path(path)
     table = pa.Table.from_pylist([FEATURES.encode_example(doc) for doc in docs], schema=FEATURES.arrow_schema)
-    with _atomic_target(path) as temporary:
+    with atomic_path(path) as temporary:
         pq.write_table(table, temporary, row_group_size=ROW_GROUP_SIZE)
 
 
@@ -102,7 +101,7 @@ def write_split(
         "image_sizes": list(image_sizes),
         "files": files,
     }
-    with _atomic_target(output_dir / MANIFEST_NAME) as temporary:
+    with atomic_path(output_dir / MANIFEST_NAME) as temporary:
         temporary.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
 
@@ -165,15 +164,3 @@ def _decode_image(png_bytes: bytes) -> Image.Image:
     image = Image.open(io.BytesIO(png_bytes))
     image.load()
     return image
-
-
-@contextlib.contextmanager
-def _atomic_target(path: Path) -> Iterator[Path]:
-    """A temporary path next to ``path``, moved onto ``path`` when the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import platform
 import subprocess
 import time
@@ -10,11 +12,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 import vrp_bench
 from vrp_bench.api.yaml_dialect import FunctionRef
-from vrp_bench.evaluator import RunResult, group_scores
+from vrp_bench.evaluator import HIDDEN_STATE_TRACES, RunResult, group_scores
+from vrp_bench.report.schema import SCHEMA_ID
+from vrp_bench.report.writer import jsonl_text
+from vrp_bench.scoring.sections import ScoringSettings
 
-REPORT_FORMAT = "vrp-results/0"
 PACKAGES = ("torch", "transformers", "datasets", "numpy", "scipy", "scikit-learn", "pillow")
 FILTER = "none"  # lmms-eval's "metric,filter" key suffix; VRP-Bench applies no answer filters yet
 
@@ -60,8 +66,10 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def build_report(run: RunResult, command_line: str, started: float) -> dict[str, Any]:
-    """The results JSON of a run."""
+def build_report(
+    run: RunResult, command_line: str, started: float, sections: dict[str, Any], scoring: ScoringSettings
+) -> dict[str, Any]:
+    """The report of a run: lmms-eval's results keys plus the scored sections (``scoring.sections``)."""
     config = run.config
     results: dict[str, Any] = {}
     for name, result in run.results.items():
@@ -73,7 +81,7 @@ def build_report(run: RunResult, command_line: str, started: float) -> dict[str,
         entry["n_errors"] = result.n_errors
         results[name] = entry
     return {
-        "format": REPORT_FORMAT,
+        "schema": SCHEMA_ID,
         "results": results,
         "groups": group_scores(run),
         "group_subtasks": run.groups,
@@ -98,10 +106,13 @@ def build_report(run: RunResult, command_line: str, started: float) -> dict[str,
             "limit": config.limit,
             "seed": config.seed,
             "gen_kwargs": config.gen_kwargs,
+            "scoring": scoring.to_json(),
             "command_line": command_line,
         },
-        "model": run.model.describe(),
+        "model": {"name": config.model, **run.model.describe()},
         "environment": {"versions": package_versions(), "platform": platform.platform()},
+        **sections,
+        "ablation": None,
         "git_hash": source_git_hash(),
         "date": started,
         "date_iso": datetime.fromtimestamp(started, timezone.utc).isoformat(),
@@ -110,5 +121,52 @@ def build_report(run: RunResult, command_line: str, started: float) -> dict[str,
 
 
 def sample_logs(run: RunResult) -> dict[str, list[dict[str, Any]]]:
-    """Per task, the per-sample log records."""
-    return {name: [r.to_json() for r in result.records] for name, result in run.results.items()}
+    """Per task, the per-sample log records, exactly as a JSON reader will see them again."""
+    return {name: [json.loads(line) for line in jsonl_text([r.to_json() for r in result.records]).splitlines()]
+            for name, result in run.results.items()}
+
+
+def hidden_states(run: RunResult) -> dict[str, dict[str, np.ndarray]]:
+    """Per captured position, ``task/doc_id`` -> [n_layers, hidden] float16 hidden states."""
+    states: dict[str, dict[str, np.ndarray]] = {position: {} for position in HIDDEN_STATE_TRACES}
+    for name, result in run.results.items():
+        for record in result.records:
+            for position, array in record.hidden_states.items():
+                states[position][f"{name}/{record.doc_id}"] = array
+    return states
+
+
+def traces_npz(states: dict[str, dict[str, np.ndarray]], task: str) -> bytes | None:
+    """The ``--save_traces`` file of one task: per position, ``<position>`` [n, layers, hidden] float16
+    and ``<position>_doc_ids`` [n]; None when nothing was captured."""
+    arrays: dict[str, np.ndarray] = {}
+    for position, by_key in states.items():
+        keys = [key for key in by_key if key.rpartition("/")[0] == task]
+        if keys:
+            arrays[position] = np.stack([by_key[key] for key in keys]).astype(np.float16)
+            arrays[f"{position}_doc_ids"] = np.array([int(key.rpartition("/")[2]) for key in keys])
+    if not arrays:
+        return None
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def read_traces(paths: list[Path]) -> dict[str, dict[str, np.ndarray]]:
+    """Hidden states from ``traces_npz`` files named ``<stamp>_traces_<task>.npz``."""
+    states: dict[str, dict[str, np.ndarray]] = {position: {} for position in HIDDEN_STATE_TRACES}
+    for path in paths:
+        task = path.stem.split("_traces_", 1)[1]
+        with np.load(path) as data:
+            for position in HIDDEN_STATE_TRACES:
+                if position in data:
+                    for doc_id, array in zip(data[f"{position}_doc_ids"], data[position]):
+                        states[position][f"{task}/{int(doc_id)}"] = array
+    return states
+
+
+def probe_files(fits: Any, stem: Path) -> dict[Path, bytes]:
+    """The saved probes (``scoring.probes.encode_probes``: .npz arrays + .json provenance) by path."""
+    from vrp_bench.scoring.probes import encode_probes
+
+    return {stem.parent / name: data for name, data in encode_probes(fits, stem.name).items()}

@@ -1,11 +1,9 @@
-"""Atomic writing of a run's files: everything is written to temporary files first and renamed
-into place only when all of them are complete, so a failed run leaves no half-written output."""
+"""Output of a run: the early writability check and JSON / JSONL text (written by ``api.files``)."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -45,21 +43,3 @@ def json_text(data: Any) -> str:
 def jsonl_text(records: list[dict[str, Any]]) -> str:
     """One compact JSON object per line."""
     return "".join(json.dumps(_finite(r), ensure_ascii=False, default=str) + "\n" for r in records)
-
-
-def write_files_atomically(files: dict[Path, str]) -> None:
-    """Write every file to a temporary sibling, then rename them all into place."""
-    staged: list[tuple[Path, Path]] = []
-    try:
-        for path, text in files.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            staged.append((Path(temporary), path))
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                stream.write(text)
-        for temporary, path in staged:
-            os.replace(temporary, path)
-    except OSError as exc:
-        for temporary, _ in staged:
-            temporary.unlink(missing_ok=True)
-        raise UsageError(f"cannot write output: {exc.strerror or exc} ({exc.filename or ''})") from None

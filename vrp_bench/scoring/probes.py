@@ -13,9 +13,8 @@ trained probes as fixed: it covers sampling of the evaluation set, not retrainin
 
 from __future__ import annotations
 
+import io
 import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -24,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from vrp_bench.api.files import write_files_atomically
 from vrp_bench.scoring.bootstrap import CONFIDENCE, N_RESAMPLES
 from vrp_bench.scoring.crossval import (
     PROBE_PARAMS,
@@ -211,10 +211,9 @@ def _probe_fits(
     return ProbeFits(result["kind"], result["params"], result["seed"], ids, probes, oof)
 
 
-def save_probes(fits: ProbeFits, path: str | Path) -> tuple[Path, Path]:
-    """Write ``<path>.npz`` (arrays) and ``<path>.json`` (provenance: kind, params, seed, layers, the doc ids
-    of every fold's train/test split, and the npz key of each array); both are written to temporary files
-    first and renamed into place together."""
+def encode_probes(fits: ProbeFits, stem: str) -> dict[str, bytes]:
+    """The two files of saved probes, by name: ``<stem>.npz`` (arrays) and ``<stem>.json`` (provenance:
+    kind, params, seed, layers, the doc ids of every fold's train/test split, the npz key of each array)."""
     arrays: dict[str, np.ndarray] = {}
     folds = []
     for probe in fits.folds:
@@ -226,33 +225,21 @@ def save_probes(fits: ProbeFits, path: str | Path) -> tuple[Path, Path]:
         })
     oof_keys = {pipeline: f"{pipeline}/oof_probability" for pipeline in fits.oof_probability}
     arrays.update({oof_keys[pipeline]: p for pipeline, p in fits.oof_probability.items()})
-    npz_path, json_path = Path(f"{path}.npz"), Path(f"{path}.json")
     meta = {
-        "format": PROBES_FORMAT, "arrays_file": npz_path.name, "kind": fits.kind, "params": fits.params,
+        "format": PROBES_FORMAT, "arrays_file": f"{stem}.npz", "kind": fits.kind, "params": fits.params,
         "seed": fits.seed, "doc_ids": fits.doc_ids, "folds": folds, "oof_probability": oof_keys,
     }
-    _replace_together({
-        npz_path: lambda stream: np.savez(stream, **arrays),
-        json_path: lambda stream: stream.write(json.dumps(meta, indent=2).encode("utf-8")),
-    })
-    return npz_path, json_path
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return {f"{stem}.npz": buffer.getvalue(), f"{stem}.json": json.dumps(meta, indent=2).encode("utf-8")}
 
 
-def _replace_together(writers: dict[Path, Any]) -> None:
-    """Write each file to a temporary sibling (binary stream), then os.replace them all into place."""
-    staged: list[tuple[Path, Path]] = []
-    try:
-        for path, write in writers.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            staged.append((Path(temporary), path))
-            with os.fdopen(handle, "wb") as stream:
-                write(stream)
-        for temporary, path in staged:
-            os.replace(temporary, path)
-    finally:
-        for temporary, _ in staged:
-            temporary.unlink(missing_ok=True)
+def save_probes(fits: ProbeFits, path: str | Path) -> tuple[Path, Path]:
+    """Write ``encode_probes`` to ``<path>.npz`` and ``<path>.json``, atomically and together."""
+    path = Path(path)
+    contents = encode_probes(fits, path.name)
+    write_files_atomically({path.parent / name: data for name, data in contents.items()})
+    return Path(f"{path}.npz"), Path(f"{path}.json")
 
 
 def load_probes(path: str | Path) -> ProbeFits:

@@ -77,13 +77,13 @@ def ranking_tally(signal: ArrayLike, correct: ArrayLike, *, min_samples: int = M
 
 
 def probability_tally(probability: ArrayLike, correct: ArrayLike, *, min_samples: int = MIN_SAMPLES) -> Tally:
-    """The tally of (p, y) for a calibration statistic; ValueError if p leaves [0, 1]."""
+    """The tally of (p, y) for a calibration statistic; undefined if p leaves [0, 1] (not a probability)."""
     p, y = as_samples(probability, correct)
     _require_enough(len(p), min_samples)
     if np.isnan(p).any():
         raise UndefinedStatistic(f"probability is NaN for {int(np.isnan(p).sum())} of {len(p)} samples")
     if (p < 0).any() or (p > 1).any():
-        raise ValueError(f"probabilities must lie in [0, 1], got range [{p.min():g}, {p.max():g}]")
+        raise UndefinedStatistic(f"not a probability: values must lie in [0, 1], got range [{p.min():g}, {p.max():g}]")
     return Tally.from_samples(p, y)
 
 

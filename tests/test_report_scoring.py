@@ -1,0 +1,128 @@
+"""The scored report end to end: a model whose signals are planted, the schema, and re-scoring from files."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vrp_bench.api.instance import Request, Response
+from vrp_bench.api.model import MODELS, VLM
+
+N_LAYERS, HIDDEN, GRID = 3, 16, 8
+
+
+class PlantedModel(VLM):
+    """Test double: right with probability 0.6; its token log-prob and layer-1 hidden state know whether it
+    is right, its attention maps do not (random). Everything is seeded by the request."""
+
+    name = "planted"
+
+    def __init__(self, sc_samples: int = 0) -> None:
+        self.sc_samples = sc_samples
+
+    def generate(self, requests: Sequence[Request]) -> list[Response]:
+        responses = []
+        for request in requests:
+            rng = np.random.default_rng(request.seed)
+            target = request.target if isinstance(request.target, str) else request.target[0]
+            right = rng.random() < 0.6
+            hidden = rng.normal(size=(N_LAYERS, HIDDEN)).astype(np.float16)
+            hidden[1, 0] += 2.0 if right else -2.0
+            attention = rng.random((N_LAYERS, GRID, GRID))
+            responses.append(Response(
+                text=target if right else "wrong",
+                traces={
+                    "answer_attention_mean": attention, "answer_attention_first": attention,
+                    "token_logprobs": np.array([rng.normal(-0.5 if right else -1.5, 0.5)]),
+                    "token_entropies": np.array([rng.random()]), "token_margins": np.array([rng.random()]),
+                    "hidden_last_prompt": hidden,
+                },
+            ))
+        return responses
+
+
+if "planted" not in MODELS:
+    MODELS.register("planted")(PlantedModel)
+
+
+@pytest.fixture(scope="module")
+def planted_run(tmp_path_factory) -> Path:
+    from vrp_bench.cli import main
+
+    out = tmp_path_factory.mktemp("planted")
+    code = main(["--model", "planted", "--tasks", "vrp_shapes", "--limit", "60", "--output_path", str(out),
+                 "--log_samples", "--save_traces", "--bootstrap_resamples", "300"])
+    assert code == 0
+    return out / "planted"
+
+
+def results_of(folder: Path) -> dict:
+    return json.loads(next(folder.glob("*_results.json")).read_text())
+
+
+def test_planted_relations_are_recovered_out_of_fold(planted_run: Path) -> None:
+    report = results_of(planted_run)
+    pooled = report["signals"]["pooled"]
+    assert pooled["n"] == 360
+    p_tok = pooled["signals"]["p_tok"]["statistics"]["auroc"]
+    assert p_tok["ci"][0] > 0.75
+    h_s = pooled["signals"]["h_s"]["statistics"]["r_pb"]
+    assert h_s["ci"][0] < 0 < h_s["ci"][1]
+    probe = report["probes"]["hidden_last_prompt"]
+    assert probe["nested"]["auroc"]["value"] > 0.8
+    assert probe["nested"]["chosen_layers"] == [1] * 5
+    assert 0.4 <= probe["shuffled_control"]["auroc"]["value"] <= 0.6
+    assert report["probes"]["hidden_first_answer"]["reason"].startswith("no hidden states")
+    assert report["summary"]["best_signal"]["name"] in ("p_tok", "p_tok_prob", "min_logprob", "perplexity")
+    assert report["verdicts"]["cluster_failure"]["signals"]["h_s"]["zero_in_ci"] is True
+    assert report["layers"]["h_s_layers"][0]["correct"]["n"] + report["layers"]["h_s_layers"][0]["incorrect"]["n"] == 360
+
+
+def test_trained_probes_are_saved_with_fold_provenance(planted_run: Path) -> None:
+    meta = json.loads(next(planted_run.glob("*_probes_hidden_last_prompt.json")).read_text())
+    folds = [f for f in meta["folds"] if f["pipeline"] == "nested"]
+    assert len(folds) == 5
+    for fold in folds:
+        assert not set(fold["train_doc_ids"]) & set(fold["test_doc_ids"])
+    assert next(planted_run.glob("*_probes_hidden_last_prompt.npz")).stat().st_size > 0
+
+
+def test_score_reproduces_the_run_exactly(planted_run: Path, cli, tmp_path: Path) -> None:
+    code, out, err = cli("score", planted_run, "--output", tmp_path / "rescored.json")
+    assert code == 0, err
+    original, rescored = results_of(planted_run), json.loads((tmp_path / "rescored.json").read_text())
+    for section in ("signals", "fusion", "probes", "layers", "verdicts", "summary"):
+        assert rescored[section] == original[section], section
+    assert "Reliability signals" in out
+
+
+def test_validate_accepts_runs_and_names_the_broken_path(planted_run: Path, cli, tmp_path: Path) -> None:
+    path = next(planted_run.glob("*_results.json"))
+    code, out, _ = cli("validate", path)
+    assert code == 0 and "valid vrp-report/1" in out
+    broken = json.loads(path.read_text())
+    broken["signals"]["pooled"]["signals"]["p_tok"]["statistics"]["auroc"]["value"] = "high"
+    (tmp_path / "broken.json").write_text(json.dumps(broken))
+    code, _, err = cli("validate", tmp_path / "broken.json")
+    assert code == 2
+    assert "$.signals.pooled.signals.p_tok.statistics.auroc.value" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "not.json").write_text("{oops")
+    code, _, err = cli("validate", tmp_path / "not.json")
+    assert code == 2 and "not JSON" in err
+
+
+def test_show_prints_the_summary_again(planted_run: Path, cli) -> None:
+    code, out, _ = cli("show", next(planted_run.glob("*_results.json")))
+    assert code == 0 and "AUROC [95% CI]" in out and "vrp_shapes_color" in out
+
+
+def test_score_needs_the_sample_files(cli, tmp_path: Path) -> None:
+    code, _, _ = cli("--model", "constant", "--tasks", "vrp_shapes_color", "--limit", "5", "--output_path", tmp_path,
+                     "--bootstrap_resamples", "100")
+    assert code == 0
+    code, _, err = cli("score", tmp_path / "constant")
+    assert code == 2 and "run with --log_samples" in err

@@ -1,0 +1,51 @@
+"""Atomic file output: a file appears complete or not at all.
+
+Every writer of the package goes through here, so a failed or interrupted command never leaves a
+half-written report, sample log, probe or dataset file behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from vrp_bench.api.errors import UsageError
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary sibling of ``path`` to write to; moved onto ``path`` only if the block succeeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_files_atomically(files: dict[Path, str | bytes]) -> None:
+    """Write every file (text as UTF-8, or bytes) to a temporary sibling, then rename them all into place.
+
+    An OS error (full disk, no permission) is a one-line ``UsageError`` and no target file is touched.
+    """
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, content in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            staged.append((Path(temporary), path))
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(content.encode("utf-8") if isinstance(content, str) else content)
+        for temporary, path in staged:
+            os.replace(temporary, path)
+    except OSError as exc:
+        raise UsageError(f"cannot write output: {exc.strerror or exc} ({exc.filename or ''})") from None
+    finally:
+        for temporary, _ in staged:
+            temporary.unlink(missing_ok=True)

@@ -272,6 +272,35 @@ def score_command(path: Path, output: Path | None, probe_kind: str | None, boots
         click.echo(f"wrote {output}")
 
 
+@cli.group("zoo")
+def zoo_group() -> None:
+    """The tiny zoo: small trained checkpoints of each family's real architecture."""
+
+
+@zoo_group.command("train")
+@click.option("--family", required=True, help="Model family (llava, paligemma, qwen2_vl, qwen2_5_vl).")
+@click.option("--output", type=click.Path(path_type=Path), default=None,
+              help="Checkpoint folder (default: the shipped vrp_bench/zoo/checkpoints/<family>).")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Optimiser steps (default 2000).")
+@click.option("--seconds", type=click.FloatRange(min=1), default=None, help="Stop after this many seconds.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--evaluate/--no-evaluate", default=True, show_default=True,
+              help="Measure test and blank-image accuracy for the model card.")
+def zoo_train(family: str, output: Path | None, steps: int | None, seconds: float | None, seed: int,
+              evaluate: bool) -> None:
+    """Train a tiny model of FAMILY on the vrp_shapes train split (CPU, seeded) and save it with its card."""
+    from vrp_bench.api.registry import suggest
+    from vrp_bench.models.families import FAMILIES
+    from vrp_bench.zoo import CHECKPOINTS
+    from vrp_bench.zoo.train import train_family
+
+    if family not in FAMILIES:
+        raise UsageError(f"unknown family {family!r}{suggest(family, list(FAMILIES))}; known: {', '.join(FAMILIES)}")
+    card = train_family(family, output or CHECKPOINTS / family, steps=steps, seconds=seconds, seed=seed,
+                        evaluate_test=evaluate)
+    click.echo(f"trained {family}: test accuracy {card.get('test_accuracy')} (card in {output or CHECKPOINTS / family})")
+
+
 @cli.group("shapes")
 def shapes_group() -> None:
     """The embedded vrp_shapes benchmark: regenerate or verify its shipped data."""
@@ -324,8 +353,12 @@ def _configure_logging(verbosity: str) -> None:
     if not _show_tracebacks:
         import datasets
 
+        import transformers
+
         datasets.disable_progress_bars()
         datasets.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.set_verbosity_error()
 
 
 def main(argv: list[str] | None = None) -> int:

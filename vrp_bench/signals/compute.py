@@ -331,15 +331,18 @@ def _first_token_margin(c: SampleCapture, s: SignalSettings) -> float | None:
     return first_token_margin(c.token_margins)
 
 
-@register_signal("truth_margin_layers", 1, ("truth_margin_layers",), per_layer=True)
+@register_signal("truth_margin_layers", None, ("truth_margin_layers",), per_layer=True)
 def _truth_margin_layers(c: SampleCapture, s: SignalSettings) -> list[float]:
-    """Logit-lens truth margin per decoder layer: logit(correct token) - max other logit (from model code)."""
+    """Logit-lens truth margin per decoder layer: logit(correct token) - max other logit (from model code).
+
+    It reads the reference answer, so it is a mechanistic measurement (where the answer forms), never a
+    reliability signal to score: no orientation."""
     return [float(margin) for margin in c.truth_margin_layers]
 
 
-@register_signal("truth_margin", 1, ("truth_margin_layers",))
+@register_signal("truth_margin", None, ("truth_margin_layers",))
 def _truth_margin(c: SampleCapture, s: SignalSettings) -> float:
-    """Logit-lens truth margin at the last decoder layer."""
+    """Logit-lens truth margin at the last decoder layer (reads the reference answer: not scored)."""
     return float(c.truth_margin_layers[-1])
 
 

@@ -13,7 +13,6 @@ import numpy as np
 from scipy import ndimage, stats
 from sklearn.cluster import DBSCAN
 
-EPSILON = 1e-9
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=int)
 
 
@@ -29,9 +28,11 @@ def normalize_map(m: np.ndarray) -> np.ndarray:
 
 
 def spatial_entropy(m: np.ndarray) -> float:
-    """H_s = -sum_ij M_ij ln(M_ij + 1e-9) of the normalised map: ln(N) for uniform over N cells, ~0 for one-hot."""
+    """H_s = -sum_ij M_ij ln M_ij of the normalised map (0 ln 0 = 0), in [0, ln N]: ln N for uniform over N
+    cells, 0 for one-hot. The study's -sum M ln(M + 1e-9) differs by less than 1e-8 but can dip below 0."""
     p = normalize_map(m)
-    return float(-np.sum(p * np.log(p + EPSILON)))
+    positive = p[p > 0]
+    return float(max(0.0, -np.sum(positive * np.log(positive))))
 
 
 def spatial_entropy_peruzzo(m: np.ndarray) -> float:

@@ -1,0 +1,83 @@
+"""The tiny zoo: training smoke test, and the shipped checkpoints really answer from the image."""
+
+from __future__ import annotations
+
+import pytest
+
+from vrp_bench.api.model import MODELS
+from vrp_bench.datasets.vrp_shapes import QUESTION_SETS, generate_docs
+from vrp_bench.models.families import FAMILIES
+from vrp_bench.zoo import CHECKPOINTS
+from vrp_bench.zoo.train import evaluate, train_family
+
+MAX_FILE_BYTES = 6 * 1024 * 1024
+BELOW_TARGET = {
+    "paligemma": "5 CPU-minutes of training reach 0.58 (card): counting and spatial questions stay at chance",
+    "qwen2_vl": "5 CPU-minutes of training reach 0.44 (card): it reads colours but not existence questions yet",
+    "qwen2_5_vl": "5 CPU-minutes of training reach 0.52 (card): existence questions are learned only partly",
+}
+
+
+@pytest.fixture(scope="module")
+def test_sample() -> list[dict]:
+    """50 docs of each question set's test split (300 in all), at 64 px."""
+    return [doc for name in QUESTION_SETS for doc in generate_docs(name, split="test", n=50)]
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_training_a_few_steps_saves_a_loadable_checkpoint(family, tmp_path):
+    facts = train_family(family, tmp_path, steps=2, evaluate_test=False)
+    assert facts["steps"] == 2 and facts["final_loss"] > 0 and len(facts["data_hash"]) == 64
+    assert {"model.safetensors", "config.json", "tokenizer.json", "processor_config.json", "MODEL_CARD.md"} <= {
+        p.name for p in tmp_path.iterdir()
+    }
+    assert "zoo train --family" in (tmp_path / "MODEL_CARD.md").read_text()
+    vlm = MODELS.get(f"tiny_{family}").from_args({"pretrained": str(tmp_path)})
+    assert vlm.describe()["pretrained"] == str(tmp_path)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_shipped_checkpoint_is_small_and_documented(family):
+    directory = CHECKPOINTS / family
+    assert all(p.stat().st_size <= MAX_FILE_BYTES for p in directory.iterdir())
+    card = (directory / "MODEL_CARD.md").read_text()
+    assert "test_accuracy" in card and "data_hash" in card
+    vlm = MODELS.get(f"tiny_{family}").from_args({})
+    assert vlm.describe()["pretrained"] == str(directory)
+    assert vlm.prompt_keys == (f"tiny_{family}", family)
+
+
+def _target(family: str):
+    """A family whose shipped checkpoint is known to miss the 0.60 target is a strict xfail (see its card)."""
+    if family in BELOW_TARGET:
+        return pytest.param(family, marks=pytest.mark.xfail(strict=True, reason=BELOW_TARGET[family]))
+    return family
+
+
+@pytest.mark.parametrize("family", [_target(family) for family in FAMILIES])
+def test_shipped_checkpoint_answers_from_the_image(family, test_sample):
+    """>= 0.60 exact match on the test questions of all six question sets (chance is about 0.36)."""
+    assert evaluate(f"tiny_{family}", str(CHECKPOINTS / family), test_sample) >= 0.60
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_shipped_checkpoint_falls_to_chance_on_blank_images(family, test_sample):
+    """<= 0.50 when every image is replaced by a blank one: the answers come from the image."""
+    assert evaluate(f"tiny_{family}", str(CHECKPOINTS / family), test_sample, blank=True) <= 0.50
+
+
+def test_zoo_train_command_and_loading_its_checkpoint(cli, tmp_path):
+    """`vrp-bench zoo train` (a few steps) writes a checkpoint that `pretrained=<dir>` loads and runs."""
+    code, out, err = cli("zoo", "train", "--family", "paligemma", "--steps", "3", "--output", tmp_path / "ckpt",
+                         "--no-evaluate")
+    assert code == 0, err
+    assert (tmp_path / "ckpt" / "model.safetensors").is_file() and (tmp_path / "ckpt" / "MODEL_CARD.md").is_file()
+    code, out, err = cli("--model", "paligemma", "--model_args", f"pretrained={tmp_path / 'ckpt'},sc_samples=0",
+                         "--tasks", "vrp_shapes_color", "--limit", "2", "--bootstrap_resamples", "100")
+    assert code == 0, err
+    assert "vrp_shapes_color" in out
+
+
+def test_missing_checkpoint_through_the_cli_is_exit_2(cli):
+    code, _, err = cli("--model", "llava", "--model_args", "pretrained=/no/such/dir", "--tasks", "vrp_shapes_color")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "pretrained=/path/to/local/dir" in err

@@ -1,0 +1,213 @@
+"""The family adapter: everything that differs between VLM architectures, in one place.
+
+A ``FamilyAdapter`` is bound to a loaded model's config. The backend (``hf_vlm``) and everything
+after it (capture hooks, signals) reach architecture details only through it: how a prompt is
+laid out, where the image tokens sit in ``input_ids`` and which patch grid they form, and handles
+to the decoder layers, their attention and MLP modules, the final norm, ``lm_head`` and the vision
+encoder's blocks. Class-level members describe the family for the tiny zoo (a small config, the
+tokenizer's special tokens, the real processor class). Adding a family is one subclass in one file,
+listed in ``vrp_bench.models.families.FAMILIES``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from transformers import AutoProcessor, PretrainedConfig, ProcessorMixin, TokenizersBackend
+
+from vrp_bench.api.errors import UsageError
+
+
+TINY_HIDDEN = 128
+"""Hidden size of every tiny model's decoder."""
+TINY_VISION = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4}
+"""Vision-encoder sizes shared by the tiny configs of the fixed-grid families (CLIP, SigLIP field names)."""
+
+
+def tiny_text(tokenizer: TokenizersBackend) -> dict[str, Any]:
+    """Decoder sizes shared by every tiny config (hidden 128, 3 layers, 4 heads), for ``tokenizer``'s vocabulary."""
+    return {
+        "vocab_size": len(tokenizer),
+        "hidden_size": TINY_HIDDEN,
+        "intermediate_size": 352,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 512,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+
+
+@dataclass(frozen=True)
+class VisionGrid:
+    """Where one image's patches sit in the vision encoder's token sequence.
+
+    ``positions[r * cols + c]`` is the sequence index (within batch row ``sequence`` of the vision
+    blocks' hidden states) of the patch at row ``r``, column ``c``; it accounts for a CLS token,
+    packing of several images into one sequence, and non-raster (windowed) token orders.
+    """
+
+    rows: int
+    cols: int
+    sequence: int
+    positions: torch.Tensor
+    has_cls: bool
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    """The special tokens a family's tokenizer and processor expect (used to build tiny tokenizers)."""
+
+    bos: str | None
+    eos: str
+    pad: str
+    unk: str
+    image: str
+    extra: tuple[str, ...] = ()
+    prepend_bos: bool = False
+    """Whether the tokenizer itself starts every text with ``bos`` (as Llama's does)."""
+
+
+class FamilyAdapter(ABC):
+    """Architecture-specific knowledge about one VLM family, bound to a model config."""
+
+    family: ClassVar[str]
+    """Short name, also the registered model name (``llava``, ``qwen2_vl``, ...)."""
+    default_pretrained: ClassVar[str]
+    """Hub id of the study's checkpoint for this family."""
+    special_tokens: ClassVar[SpecialTokens]
+    chat_template: ClassVar[str | None] = None
+    """Chat template given to tiny checkpoints' processors (``None``: the family has none)."""
+    vision_has_cls: ClassVar[bool] = False
+    """Whether the vision encoder prepends a CLS token (its attention map is then the CLS row)."""
+
+    def __init__(self, config: PretrainedConfig) -> None:
+        self.config = config
+
+    @classmethod
+    def load_processor(cls, pretrained: str, max_pixels: int | None = None, **kwargs: Any) -> ProcessorMixin:
+        """Load the checkpoint's processor (``kwargs``: revision, trust_remote_code, ...).
+
+        ``max_pixels`` caps the image resolution where the family resizes dynamically.
+        """
+        if max_pixels is not None:
+            raise UsageError(f"max_pixels does not apply to {cls.family}: its images are resized to a fixed size")
+        return AutoProcessor.from_pretrained(pretrained, **kwargs)
+
+    # --- prompts -------------------------------------------------------------------------------
+
+    def build_prompt(
+        self,
+        processor: ProcessorMixin,
+        prompt: str,
+        n_images: int,
+        messages: Sequence[Mapping[str, Any]] | None = None,
+    ) -> str:
+        """The text given to the processor: the chat template around the images and the prompt.
+
+        ``messages`` (lmms-eval style chat messages) take precedence over ``prompt`` when given.
+        """
+        if messages is None:
+            content = [{"type": "image"}] * n_images + [{"type": "text", "text": prompt}]
+            messages = [{"role": "user", "content": content}]
+        return processor.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+
+    def training_text(self, processor: ProcessorMixin, prompts: list[str], answers: list[str]) -> dict[str, Any]:
+        """Text arguments of the processor for prompts followed by their answers and end-of-sequence."""
+        eos = processor.tokenizer.eos_token
+        return {"text": [f"{prompt} {answer}{eos}" for prompt, answer in zip(prompts, answers)]}
+
+    # --- image tokens and grids ----------------------------------------------------------------
+
+    @property
+    def image_token_id(self) -> int:
+        return int(self.config.image_token_id)
+
+    def image_token_span(self, input_ids: torch.Tensor) -> list[torch.Tensor]:
+        """Per sample, the positions of its image tokens in ``input_ids`` (all images, in order)."""
+        return [torch.nonzero(row == self.image_token_id).flatten() for row in input_ids]
+
+    @abstractmethod
+    def patch_grid(self, inputs: Mapping[str, Any], sample_index: int, image_index: int = 0) -> tuple[int, int]:
+        """(rows, cols) of the grid formed, row-major, by one image's tokens in the language model."""
+
+    @abstractmethod
+    def vision_grid(self, inputs: Mapping[str, Any], sample_index: int, image_index: int = 0) -> VisionGrid:
+        """Where one image's patches sit in the vision blocks' hidden states."""
+
+    # --- module handles (the same layout in all transformers v5 VLMs unless overridden) ----------
+
+    def decoder_layers(self, model: nn.Module) -> nn.ModuleList:
+        return model.model.language_model.layers
+
+    def attention_module(self, layer: nn.Module) -> nn.Module:
+        return layer.self_attn
+
+    def mlp_module(self, layer: nn.Module) -> nn.Module:
+        return layer.mlp
+
+    def final_norm(self, model: nn.Module) -> nn.Module:
+        return model.model.language_model.norm
+
+    def lm_head(self, model: nn.Module) -> nn.Module:
+        return model.lm_head
+
+    def vision_blocks(self, model: nn.Module) -> nn.ModuleList:
+        """The vision encoder's transformer blocks."""
+        return model.model.vision_tower.encoder.layers
+
+    def vision_attention_module(self, block: nn.Module) -> nn.Module:
+        """The self-attention module of one vision block."""
+        return block.self_attn
+
+    # --- tiny zoo ------------------------------------------------------------------------------
+
+    @classmethod
+    @abstractmethod
+    def tiny_config(cls, tokenizer: TokenizersBackend, image_size: int, patch_size: int) -> PretrainedConfig:
+        """A small config of this architecture (hidden 128, 2-3 layers) for ``tokenizer``'s vocabulary."""
+
+    @classmethod
+    @abstractmethod
+    def tiny_processor(cls, tokenizer: TokenizersBackend, image_size: int, patch_size: int) -> ProcessorMixin:
+        """The family's real processor class around ``tokenizer``, for ``image_size`` images."""
+
+
+class FixedGridAdapter(FamilyAdapter):
+    """A family whose images are resized to one square size: a config-derived ``n x n`` patch grid.
+
+    The vision tower encodes each image as its own batch row, patches in raster order, after a CLS
+    token when ``vision_has_cls``.
+    """
+
+
+    @property
+    def _side(self) -> int:
+        vision = self.config.vision_config
+        return vision.image_size // vision.patch_size
+
+    def patch_grid(self, inputs: Mapping[str, Any], sample_index: int, image_index: int = 0) -> tuple[int, int]:
+        return self._side, self._side
+
+    def vision_grid(self, inputs: Mapping[str, Any], sample_index: int, image_index: int = 0) -> VisionGrid:
+        per_image = self._side**2
+        earlier = int((inputs["input_ids"][:sample_index] == self.image_token_id).sum()) // self._tokens_per_image
+        offset = int(self.vision_has_cls)
+        return VisionGrid(
+            rows=self._side,
+            cols=self._side,
+            sequence=earlier + image_index,
+            positions=torch.arange(per_image) + offset,
+            has_cls=self.vision_has_cls,
+        )
+
+    @property
+    def _tokens_per_image(self) -> int:
+        """Image tokens per image in ``input_ids`` (the grid, plus any extra token the family keeps)."""
+        return self._side**2

@@ -1,0 +1,235 @@
+"""One transformers backend for every VLM family, parameterised by the family adapter.
+
+``HFVLM`` loads any checkpoint through ``AutoModelForImageTextToText`` and the family's processor,
+batches requests with left padding, generates (greedy by default; sampled requests are seeded one
+by one so an answer never depends on the batch it came in), strips the prompt and cuts each answer
+at the first ``until`` string. Each family is registered twice: ``<family>`` (default: the study's
+hub checkpoint) and ``tiny_<family>`` (default: the trained tiny checkpoint shipped in
+``vrp_bench/zoo/checkpoints``); both go through exactly the same loading code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+from transformers import AutoConfig, AutoModelForImageTextToText, BatchFeature
+
+from vrp_bench.api.errors import UsageError
+from vrp_bench.api.instance import GenerationSettings, Request, Response
+from vrp_bench.api.model import VLM, register_model
+from vrp_bench.models.families import FAMILIES, FamilyAdapter
+from vrp_bench.models.instrumented import instrumented_generate
+from vrp_bench.models.self_consistency import shared_prefill_samples
+from vrp_bench.zoo import CHECKPOINTS
+
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def fingerprint(model: torch.nn.Module) -> str:
+    """sha256 of the model's config and of every weight's name, dtype, shape and bytes.
+
+    The config is taken as sorted JSON without the fields that name where or with which
+    transformers version it was loaded, so a copy of a checkpoint has the same fingerprint.
+    """
+    config = model.config.to_json_string(use_diff=False)
+    config = re.sub(r'"(_name_or_path|transformers_version)": "[^"]*"', "", config)
+    digest = hashlib.sha256(config.encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cut_at_stop(text: str, until: Sequence[str]) -> str:
+    """``text`` up to the first occurrence of any ``until`` string."""
+    cut = min((text.find(stop) for stop in until if stop and stop in text), default=len(text))
+    return text[:cut]
+
+
+class HFVLM(VLM):
+    """A transformers VLM of one family (set by subclasses: ``adapter_class``, ``default_pretrained``)."""
+
+    adapter_class: ClassVar[type[FamilyAdapter]]
+    default_pretrained: ClassVar[str]
+
+    def __init__(
+        self,
+        pretrained: str | None = None,
+        revision: str | None = None,
+        dtype: str = "auto",
+        device_map: str | None = None,
+        attn_implementation: str | None = None,
+        max_pixels: int | None = None,
+        trust_remote_code: bool = False,
+        capture: bool = True,
+        sc_samples: int = 10,
+        sc_temperature: float = 0.7,
+        sc_top_p: float = 0.9,
+        sc_top_k: int = 0,
+        device: str | None = None,
+    ) -> None:
+        if sc_samples < 0 or sc_temperature <= 0 or not 0 < sc_top_p <= 1 or sc_top_k < 0:
+            raise UsageError(
+                f"model {self.name!r}: need sc_samples >= 0, sc_temperature > 0, 0 < sc_top_p <= 1, sc_top_k >= 0"
+            )
+        self.capture = bool(capture)
+        self.self_consistency = {"k": int(sc_samples), "temperature": float(sc_temperature),
+                                 "top_p": float(sc_top_p), "top_k": int(sc_top_k), "repetition_penalty": 1.0}
+        if dtype not in DTYPES:
+            raise UsageError(f"model {self.name!r}: dtype={dtype!r} is not one of {', '.join(DTYPES)}")
+        self.pretrained = str(pretrained or self.default_pretrained)
+        self.revision = revision
+        hub = {"revision": revision, "trust_remote_code": trust_remote_code}
+        config = self._load(AutoConfig.from_pretrained, **hub)
+        family = self.adapter_class.family
+        if config.model_type != family:
+            raise UsageError(
+                f"{self.pretrained!r} is a {config.model_type!r} checkpoint, not {family!r}: "
+                f"pick the model registered for its family"
+            )
+        self.processor = self._load(self.adapter_class.load_processor, max_pixels=max_pixels, **hub)
+        self.processor.tokenizer.padding_side = "left"
+        self.model = self._load(
+            AutoModelForImageTextToText.from_pretrained,
+            config=config,
+            dtype=dtype,
+            device_map=device_map,
+            attn_implementation=attn_implementation,
+            **hub,
+        )
+        if device_map is None:
+            self.model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model.eval()
+        self.adapter = self.adapter_class(self.model.config)
+        self._fingerprint: str | None = None
+
+    def _load(self, loader: Any, **kwargs: Any) -> Any:
+        """Call a ``from_pretrained``-style loader on ``self.pretrained``; a checkpoint that cannot be found or
+        read is the user's to fix (a ``pretrained=`` model arg): a one-line UsageError, exit 2."""
+        try:
+            return loader(self.pretrained, **kwargs)
+        except (OSError, ValueError) as error:  # not found, offline, not a checkpoint of a known type
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise UsageError(
+                f"cannot load model {self.pretrained!r}: {reason} "
+                f"(download it and pass --model_args pretrained=/path/to/local/dir)"
+            ) from error
+
+    @property
+    def prompt_keys(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys((self.name, self.adapter_class.family)))
+
+    def describe(self) -> dict[str, Any]:
+        if self._fingerprint is None:
+            self._fingerprint = fingerprint(self.model)
+        return {
+            "pretrained": self.pretrained,
+            "revision": self.revision,
+            "family": self.adapter_class.family,
+            "n_layers": len(self.adapter.decoder_layers(self.model)),
+            "dtype": str(self.model.dtype).removeprefix("torch."),
+            "attn_implementation": self.model.config._attn_implementation,
+            "fingerprint": self._fingerprint,
+            "capture": self.capture,
+            "self_consistency": self.self_consistency,
+        }
+
+    # --- generation ----------------------------------------------------------------------------
+
+    def encode(self, requests: Sequence[Request]) -> BatchFeature:
+        """The processor's left-padded batch for ``requests``, on the model's device."""
+        prompts = [self.adapter.build_prompt(self.processor, r.prompt, len(r.images), r.messages) for r in requests]
+        images = [list(r.images) for r in requests]
+        inputs = self.processor(images=images if any(images) else None, text=prompts, padding=True, return_tensors="pt")
+        inputs.pop("labels", None)
+        return inputs.to(self.model.device, dtype=self.model.dtype)
+
+    def generate(self, requests: Sequence[Request]) -> list[Response]:
+        groups: dict[tuple[GenerationSettings, bool], list[int]] = {}
+        for index, request in enumerate(requests):
+            groups.setdefault(_batch_key(request), []).append(index)
+        responses: dict[int, Response] = {}
+        for (settings, _), indices in groups.items():
+            # sampled requests go one by one, each under its own seed
+            for batch in [indices] if settings.greedy else [[index] for index in indices]:
+                answers = self._generate_batch([requests[index] for index in batch], settings)
+                responses.update(zip(batch, answers))
+        return [responses[index] for index in range(len(requests))]
+
+    def _generate_batch(self, requests: list[Request], settings: GenerationSettings) -> list[Response]:
+        """Answer one batch (greedy, or one seeded sampled request); with ``capture``, in one instrumented
+        pass that also returns every sample's traces, plus its self-consistency answers."""
+        try:
+            inputs = self.encode(requests)
+            kwargs = self._generation_kwargs(settings)
+            if not settings.greedy:
+                torch.manual_seed(requests[0].seed)
+            if self.capture:
+                new_tokens, traces = instrumented_generate(
+                    self.model, self.adapter, self.processor, inputs, kwargs, [r.target for r in requests]
+                )
+            else:
+                with torch.inference_mode():
+                    output = self.model.generate(**inputs, **kwargs)
+                new_tokens, traces = output[:, inputs["input_ids"].shape[1] :], None
+            responses = [Response(text=text) for text in self._decode(new_tokens, settings.until)]
+            for index, response in enumerate(responses):
+                if traces is not None:
+                    response.traces = traces[index].as_traces()
+                if self.capture and self.self_consistency["k"]:
+                    response.traces["sc_answers"] = self._sample_answers(requests[index], settings)
+        except (ValueError, RuntimeError) as error:  # a malformed sample or out of memory: fail the batch only
+            return [Response.failed(f"{type(error).__name__}: {error}") for _ in requests]
+        return responses
+
+    def _decode(self, new_tokens: torch.Tensor, until: Sequence[str]) -> list[str]:
+        texts = self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        return [cut_at_stop(text, until).strip() for text in texts]
+
+    def _sample_answers(self, request: Request, settings: GenerationSettings) -> list[str]:
+        """K sampled answers to ``request`` from one shared prefill, seeded by the request."""
+        sc = self.self_consistency
+        kwargs = {**self._generation_kwargs(settings), "do_sample": True, "num_beams": 1,
+                  "temperature": sc["temperature"], "top_p": sc["top_p"], "top_k": sc["top_k"]}
+        samples = shared_prefill_samples(self.model, self.encode([request]), sc["k"], kwargs, seed=request.seed)
+        return self._decode(samples.cpu(), settings.until)
+
+    def _generation_kwargs(self, settings: GenerationSettings) -> dict[str, Any]:
+        """Every decoding parameter that matters set explicitly, so a checkpoint's generation_config
+        (e.g. Qwen2.5-VL's top_k=1) cannot silently change it."""
+        kwargs = {
+            "max_new_tokens": settings.max_new_tokens,
+            "do_sample": not settings.greedy,
+            "num_beams": settings.num_beams,
+            "repetition_penalty": 1.0,
+            "pad_token_id": self.processor.tokenizer.pad_token_id,
+        }
+        if not settings.greedy:
+            kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k or 0)
+        return kwargs
+
+
+def _batch_key(request: Request) -> tuple[GenerationSettings, bool]:
+    """Requests that can share a batch: same decoding settings, all with or all without images."""
+    return request.generation, bool(request.images)
+
+
+def _register(name: str, adapter: type[FamilyAdapter], pretrained: str, description: str) -> None:
+    attributes = {"adapter_class": adapter, "default_pretrained": pretrained, "description": description}
+    register_model(name)(type(f"HFVLM_{name}", (HFVLM,), attributes))
+
+
+for _family, _adapter in FAMILIES.items():
+    _register(
+        _family, _adapter, _adapter.default_pretrained, f"transformers {_family}; default {_adapter.default_pretrained}"
+    )
+    _register(
+        f"tiny_{_family}",
+        _adapter,
+        str(CHECKPOINTS / _family),
+        f"tiny trained {_family} (~1M parameters, 64 px, shipped; trained on vrp_shapes)",
+    )

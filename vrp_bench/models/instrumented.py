@@ -1,0 +1,165 @@
+"""One instrumented greedy pass: the answers plus everything the reliability signals need.
+
+``instrumented_generate`` runs ``model.generate`` once for a batch with three removable captures
+active (attention rows, last-position hidden states, per-step logits) and turns what they
+recorded into one ``SampleTrace`` per sample: the decoder's attention from the answer tokens to
+the image tokens on the patch grid (first answer token, and mean over answer tokens), the vision
+encoder's attention on its own grid, per-token log-probability / entropy / top-2 margin, the
+logit-lens truth margin per layer, and the hidden states at the last prompt position and the
+first answer position. All architecture knowledge comes from the family adapter.
+
+The attention at generation step s is the attention of the query that emits answer token s: the
+last prompt position for s = 0, answer token s - 1 afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import BatchFeature, ProcessorMixin
+
+from vrp_bench.capture import AttentionCapture, LastPositionCapture, Site
+from vrp_bench.models.families import FamilyAdapter
+
+
+@dataclass
+class SampleTrace:
+    """What one greedy pass captured for one sample (numpy arrays; None where not applicable)."""
+
+    answer_tokens: list[int]
+    answer_attention_mean: np.ndarray | None = None
+    answer_attention_first: np.ndarray | None = None
+    vision_attention: np.ndarray | None = None
+    token_logprobs: np.ndarray | None = None
+    token_entropies: np.ndarray | None = None
+    token_margins: np.ndarray | None = None
+    truth_margin_layers: list[float] | None = None
+    hidden_last_prompt: np.ndarray | None = None
+    hidden_first_answer: np.ndarray | None = None
+
+    def as_traces(self) -> dict[str, Any]:
+        """The ``Response.traces`` mapping (field name -> array), without the token ids."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "answer_tokens"}
+
+
+def attention_sites(model: nn.Module, adapter: FamilyAdapter) -> dict[nn.Module, Site]:
+    """The decoder and vision attention modules to capture, with where they sit."""
+    sites = {adapter.attention_module(layer): Site("decoder", i) for i, layer in enumerate(adapter.decoder_layers(model))}
+    for j, block in enumerate(adapter.vision_blocks(model)):
+        sites[adapter.vision_attention_module(block)] = Site("vision", j, cls_row=adapter.vision_has_cls)
+    return sites
+
+
+def _configs(model: nn.Module, sites: dict[nn.Module, Site]) -> list[Any]:
+    return [model.config, *(module.config for module in sites if hasattr(module, "config"))]
+
+
+def answer_lengths(new_tokens: torch.Tensor, stop_ids: set[int]) -> list[int]:
+    """Per sample, the number of generated tokens before the first stop (end-of-sequence / pad) token."""
+    lengths = []
+    for row in new_tokens.tolist():
+        length = next((i for i, token in enumerate(row) if token in stop_ids), len(row))
+        lengths.append(length)
+    return lengths
+
+
+def token_statistics(step_logits: Sequence[torch.Tensor], chosen: torch.Tensor) -> tuple[np.ndarray, ...]:
+    """Per step: log p(chosen token), entropy of the next-token distribution (nats), top1 - top2 log-prob.
+
+    ``step_logits``: one [batch, vocab] tensor per step; ``chosen``: [batch, steps] token ids.
+    Returns three [batch, steps] arrays.
+    """
+    log_probs = torch.stack([torch.log_softmax(logits.float(), dim=-1) for logits in step_logits], dim=1)
+    chosen_logprob = log_probs.gather(-1, chosen[:, : log_probs.shape[1], None]).squeeze(-1)
+    entropy = -(log_probs.exp() * log_probs).nan_to_num(0.0).sum(-1)
+    top2 = log_probs.topk(2, dim=-1).values
+    return chosen_logprob.numpy(), entropy.numpy(), (top2[..., 0] - top2[..., 1]).numpy()
+
+
+def truth_margins(hidden: torch.Tensor, adapter: FamilyAdapter, model: nn.Module, target_ids: Sequence[int]) -> list[float]:
+    """Logit lens: per layer, max logit over ``target_ids`` minus the best logit of any other token.
+
+    ``hidden``: [n_layers, hidden] residual stream at the last prompt position (pre final norm).
+    """
+    norm, head = adapter.final_norm(model), adapter.lm_head(model)
+    parameter = next(head.parameters())
+    logits = head(norm(hidden.to(parameter.device, parameter.dtype))).float()
+    targets = torch.tensor(sorted(set(target_ids)), device=logits.device)
+    target_best = logits[:, targets].max(dim=-1).values
+    others = logits.clone()
+    others[:, targets] = float("-inf")
+    return (target_best - others.max(dim=-1).values).tolist()
+
+
+def target_token_ids(tokenizer: Any, target: str | Sequence[str] | None) -> list[int]:
+    """First token of the reference answer as the model would write it (as given, and capitalised)."""
+    if target is None:
+        return []
+    text = target if isinstance(target, str) else (target[0] if target else "")
+    ids = set()
+    for variant in {text.strip(), text.strip().capitalize()}:
+        tokens = tokenizer(variant, add_special_tokens=False)["input_ids"] if variant else []
+        if tokens:
+            ids.add(int(tokens[0]))
+    return sorted(ids)
+
+
+def instrumented_generate(
+    model: nn.Module,
+    adapter: FamilyAdapter,
+    processor: ProcessorMixin,
+    inputs: BatchFeature,
+    generation_kwargs: dict[str, Any],
+    targets: Sequence[str | Sequence[str] | None],
+) -> tuple[torch.Tensor, list[SampleTrace]]:
+    """Generate once with captures on; returns (new token ids [batch, steps], one trace per sample)."""
+    sites = attention_sites(model, adapter)
+    attention = AttentionCapture(sites, _configs(model, sites))
+    hidden = LastPositionCapture(adapter.decoder_layers(model), keep_calls=2)
+    with torch.inference_mode(), attention, hidden:
+        output = model.generate(**inputs, **generation_kwargs, return_dict_in_generate=True, output_logits=True)
+    prompt_length = inputs["input_ids"].shape[1]
+    new_tokens = output.sequences[:, prompt_length:].cpu()
+    stop_ids = {int(t) for t in np.atleast_1d(generation_kwargs.get("eos_token_id") or [])}
+    stop_ids |= {processor.tokenizer.eos_token_id, processor.tokenizer.pad_token_id} - {None}
+    lengths = answer_lengths(new_tokens, stop_ids)
+    logprobs, entropies, margins = token_statistics([logits.cpu() for logits in output.logits], new_tokens)
+    last_prompt, first_answer = hidden.stacked(0), hidden.stacked(1)
+    spans = adapter.image_token_span(inputs["input_ids"].cpu())
+    n_decoder = len(adapter.decoder_layers(model))
+    n_vision = len(adapter.vision_blocks(model))
+    vision_sequences = [torch.cat(attention.records[Site("vision", j, adapter.vision_has_cls)], dim=-1).cpu()
+                        for j in range(n_vision)] if n_vision and attention.records else []
+    traces = []
+    for b, length in enumerate(lengths):
+        steps = max(length, 1)  # an immediate end-of-sequence still had one step of attention
+        trace = SampleTrace(
+            answer_tokens=new_tokens[b, :length].tolist(),
+            token_logprobs=logprobs[b, :length],
+            token_entropies=entropies[b, :length],
+            token_margins=margins[b, :length],
+            hidden_last_prompt=last_prompt[b].half().numpy() if last_prompt is not None else None,
+            hidden_first_answer=(first_answer[b].half().numpy() if first_answer is not None and length > 0 else None),
+        )
+        if len(spans[b]):
+            rows, cols = adapter.patch_grid(inputs, b, 0)
+            positions = spans[b][: rows * cols]
+            per_layer = [torch.stack([attention.records[Site("decoder", layer)][s][b, positions] for s in range(steps)])
+                         for layer in range(n_decoder)]
+            trace.answer_attention_first = torch.stack([p[0] for p in per_layer]).reshape(n_decoder, rows, cols).numpy()
+            trace.answer_attention_mean = torch.stack([p.mean(0) for p in per_layer]).reshape(n_decoder, rows, cols).numpy()
+            if vision_sequences:
+                grid = adapter.vision_grid(inputs, b, 0)
+                trace.vision_attention = torch.stack(
+                    [seq[grid.sequence, grid.positions] for seq in vision_sequences]
+                ).reshape(n_vision, grid.rows, grid.cols).numpy()
+        target_ids = target_token_ids(processor.tokenizer, targets[b])
+        if target_ids and last_prompt is not None:
+            trace.truth_margin_layers = truth_margins(last_prompt[b], adapter, model, target_ids)
+        traces.append(trace)
+    return new_tokens, traces

@@ -127,3 +127,9 @@ def test_output_path_under_a_file(cli, tmp_path: Path) -> None:
 
 def test_unknown_flag_is_one_line(cli) -> None:
     assert_usage_error(cli("--model", "constant", "--tasks", "vrp_shapes", "--bogus"), "No such option")
+
+
+def test_signals_command_lists_orientations(cli) -> None:
+    code, out, _ = cli("signals")
+    assert code == 0
+    assert "| sc_agreement" in out and "measured, not scored" in out

@@ -294,6 +294,7 @@ def zoo_train(family: str, output: Path | None, steps: int | None, seconds: floa
     from vrp_bench.zoo import CHECKPOINTS
     from vrp_bench.zoo.train import train_family
 
+    _configure_logging("INFO")
     if family not in FAMILIES:
         raise UsageError(f"unknown family {family!r}{suggest(family, list(FAMILIES))}; known: {', '.join(FAMILIES)}")
     card = train_family(family, output or CHECKPOINTS / family, steps=steps, seconds=seconds, seed=seed,
@@ -344,6 +345,21 @@ def shapes_verify(data_dir: Path | None) -> None:
     if problems:
         raise VRPError(f"{len(problems)} mismatch(es); first: {problems[0]}")
     click.echo(f"{target}: every file reproduces its manifest content hash")
+
+
+@cli.command("signals")
+def signals_command() -> None:
+    """List the reliability signals: orientation (+1: higher = more likely right), kind, and what each is."""
+    from tabulate import tabulate
+
+    from vrp_bench.signals import SIGNALS
+
+    rows = []
+    for name, spec in SIGNALS.items():
+        orientation = {1: "+1", -1: "-1", None: "measured, not scored"}[spec.orientation]
+        kind = "per layer" if spec.per_layer else ("probability" if spec.probability else "scalar")
+        rows.append([name, orientation, kind, (spec.description.splitlines() or [""])[0]])
+    click.echo(tabulate(rows, headers=["Signal", "Orientation", "Kind", "What it is"], tablefmt="github"))
 
 
 def _configure_logging(verbosity: str) -> None:

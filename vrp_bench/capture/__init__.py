@@ -1,10 +1,11 @@
-"""Removable captures of a model's internals during generation (torch only).
+"""Removable captures of a model's internals during generation, and removable ablations (torch only).
 
 Captures receive plain modules and say where they attach (``Site``); they never import model or
 task code. Each is a context manager that restores the model exactly on exit, also on errors.
 """
 
+from vrp_bench.capture.ablation import UnitAblation, choose_units
 from vrp_bench.capture.attention import AttentionCapture, Site
 from vrp_bench.capture.hidden_states import LastPositionCapture
 
-__all__ = ["AttentionCapture", "LastPositionCapture", "Site"]
+__all__ = ["AttentionCapture", "LastPositionCapture", "Site", "UnitAblation", "choose_units"]

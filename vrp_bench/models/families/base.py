@@ -152,6 +152,10 @@ class FamilyAdapter(ABC):
     def mlp_module(self, layer: nn.Module) -> nn.Module:
         return layer.mlp
 
+    def mlp_down_projection(self, layer: nn.Module) -> nn.Module:
+        """The MLP's output projection: its input holds the intermediate neurons."""
+        return self.mlp_module(layer).down_proj
+
     def final_norm(self, model: nn.Module) -> nn.Module:
         return model.model.language_model.norm
 

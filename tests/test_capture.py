@@ -8,7 +8,7 @@ import torch
 from vrp_bench.capture import AttentionCapture, LastPositionCapture
 from vrp_bench.datasets.vrp_shapes import generate_docs
 from vrp_bench.models.families import FAMILIES
-from vrp_bench.models.instrumented import attention_sites, instrumented_generate
+from vrp_bench.models.instrumented import attention_configs, attention_sites, instrumented_generate
 from vrp_bench.models.self_consistency import shared_prefill_samples
 from vrp_bench.zoo.build import build_tiny
 
@@ -54,7 +54,7 @@ def test_decoder_rows_equal_eager_attention_probabilities(tiny):
     family, model, processor, adapter = tiny
     docs, inputs = batch(model, processor, adapter)
     sites = attention_sites(model, adapter)
-    eager_configs = [model.config, *(m.config for m in sites if hasattr(m, "config"))]
+    eager_configs = attention_configs(model, sites)
     originals = [c._attn_implementation for c in eager_configs]
     try:
         for config in eager_configs:
@@ -99,7 +99,7 @@ def test_vision_maps_equal_eager_attention(family):
 def test_captures_are_removed_even_after_an_error(tiny):
     family, model, processor, adapter = tiny
     sites = attention_sites(model, adapter)
-    configs = [model.config, *(m.config for m in sites if hasattr(m, "config"))]
+    configs = attention_configs(model, sites)
     before = [c._attn_implementation for c in configs]
     layers = adapter.decoder_layers(model)
     hooks_before = [dict(layer._forward_hooks) for layer in layers]

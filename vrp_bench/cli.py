@@ -174,8 +174,8 @@ def run_command(
         for task, records in samples.items():
             files[run_folder / f"{stamp}_samples_{task}.jsonl"] = jsonl_text(records)
     if save_traces:
-        for task in samples:
-            traces = traces_npz(states, task)
+        for task, task_result in result.results.items():
+            traces = traces_npz(task_result)
             if traces is not None:
                 files[run_folder / f"{stamp}_traces_{task}.npz"] = traces
     for position, fits in probe_fits.items():

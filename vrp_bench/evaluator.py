@@ -223,12 +223,11 @@ def run_task(task: Task, model: VLM, config: RunConfig, n: int, progress: Progre
 
 def score_record(task: Task, record: SampleRecord, doc: dict[str, Any], request: Request, response: Response) -> None:
     """Fill a record from the model's response: prediction, metrics, correctness, signals."""
-    if response.error is None:
-        record.signals = {**response.signals, **signals_from_traces(task, doc, request, response.traces)}
-        record.hidden_states = {k: response.traces[k] for k in HIDDEN_STATE_TRACES if response.traces.get(k) is not None}
     if response.error is not None or response.text is None:
         record.error = response.error or "model returned no answer"
         return
+    record.signals = {**response.signals, **signals_from_traces(task, doc, request, response.traces)}
+    record.hidden_states = {k: response.traces[k] for k in HIDDEN_STATE_TRACES if response.traces.get(k) is not None}
     record.prediction = response.text
     try:
         record.metrics = task.score(doc, response.text)

@@ -55,7 +55,8 @@ def attention_sites(model: nn.Module, adapter: FamilyAdapter) -> dict[nn.Module,
     return sites
 
 
-def _configs(model: nn.Module, sites: dict[nn.Module, Site]) -> list[Any]:
+def attention_configs(model: nn.Module, sites: dict[nn.Module, Site]) -> list[Any]:
+    """The configs whose attention implementation the captured modules read (top level and sub-configs)."""
     return [model.config, *(module.config for module in sites if hasattr(module, "config"))]
 
 
@@ -119,13 +120,14 @@ def instrumented_generate(
 ) -> tuple[torch.Tensor, list[SampleTrace]]:
     """Generate once with captures on; returns (new token ids [batch, steps], one trace per sample)."""
     sites = attention_sites(model, adapter)
-    attention = AttentionCapture(sites, _configs(model, sites))
+    attention = AttentionCapture(sites, attention_configs(model, sites))
     hidden = LastPositionCapture(adapter.decoder_layers(model), keep_calls=2)
     with torch.inference_mode(), attention, hidden:
         output = model.generate(**inputs, **generation_kwargs, return_dict_in_generate=True, output_logits=True)
     prompt_length = inputs["input_ids"].shape[1]
     new_tokens = output.sequences[:, prompt_length:].cpu()
-    stop_ids = {int(t) for t in np.atleast_1d(generation_kwargs.get("eos_token_id") or [])}
+    # generation stops at any of the checkpoint's end-of-sequence ids (Qwen lists two), not only the tokenizer's
+    stop_ids = {int(t) for t in np.atleast_1d(model.generation_config.eos_token_id or [])}
     stop_ids |= {processor.tokenizer.eos_token_id, processor.tokenizer.pad_token_id} - {None}
     lengths = answer_lengths(new_tokens, stop_ids)
     logprobs, entropies, margins = token_statistics([logits.cpu() for logits in output.logits], new_tokens)

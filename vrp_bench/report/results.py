@@ -16,10 +16,11 @@ import numpy as np
 
 import vrp_bench
 from vrp_bench.api.yaml_dialect import FunctionRef
-from vrp_bench.evaluator import HIDDEN_STATE_TRACES, RunResult, group_scores
+from vrp_bench.evaluator import HIDDEN_STATE_TRACES, RunResult, TaskResult, group_scores
 from vrp_bench.report.schema import SCHEMA_ID
 from vrp_bench.report.writer import jsonl_text
-from vrp_bench.scoring.sections import ScoringSettings
+from vrp_bench.scoring.probes import ProbeFits, encode_probes
+from vrp_bench.scoring.sections import ScoringSettings, sample_key
 
 PACKAGES = ("torch", "transformers", "datasets", "numpy", "scipy", "scikit-learn", "pillow")
 FILTER = "none"  # lmms-eval's "metric,filter" key suffix; VRP-Bench applies no answer filters yet
@@ -127,24 +128,24 @@ def sample_logs(run: RunResult) -> dict[str, list[dict[str, Any]]]:
 
 
 def hidden_states(run: RunResult) -> dict[str, dict[str, np.ndarray]]:
-    """Per captured position, ``task/doc_id`` -> [n_layers, hidden] float16 hidden states."""
+    """Per captured position, ``sample_key`` -> [n_layers, hidden] float16 hidden states."""
     states: dict[str, dict[str, np.ndarray]] = {position: {} for position in HIDDEN_STATE_TRACES}
     for name, result in run.results.items():
         for record in result.records:
             for position, array in record.hidden_states.items():
-                states[position][f"{name}/{record.doc_id}"] = array
+                states[position][sample_key(name, record.doc_id)] = array
     return states
 
 
-def traces_npz(states: dict[str, dict[str, np.ndarray]], task: str) -> bytes | None:
+def traces_npz(result: TaskResult) -> bytes | None:
     """The ``--save_traces`` file of one task: per position, ``<position>`` [n, layers, hidden] float16
     and ``<position>_doc_ids`` [n]; None when nothing was captured."""
     arrays: dict[str, np.ndarray] = {}
-    for position, by_key in states.items():
-        keys = [key for key in by_key if key.rpartition("/")[0] == task]
-        if keys:
-            arrays[position] = np.stack([by_key[key] for key in keys]).astype(np.float16)
-            arrays[f"{position}_doc_ids"] = np.array([int(key.rpartition("/")[2]) for key in keys])
+    for position in HIDDEN_STATE_TRACES:
+        kept = [r for r in result.records if position in r.hidden_states]
+        if kept:
+            arrays[position] = np.stack([r.hidden_states[position] for r in kept]).astype(np.float16)
+            arrays[f"{position}_doc_ids"] = np.array([r.doc_id for r in kept])
     if not arrays:
         return None
     buffer = io.BytesIO()
@@ -153,7 +154,7 @@ def traces_npz(states: dict[str, dict[str, np.ndarray]], task: str) -> bytes | N
 
 
 def read_traces(paths: list[Path]) -> dict[str, dict[str, np.ndarray]]:
-    """Hidden states from ``traces_npz`` files named ``<stamp>_traces_<task>.npz``."""
+    """Hidden states from ``traces_npz`` files named ``<stamp>_traces_<task>.npz``, keyed like ``hidden_states``."""
     states: dict[str, dict[str, np.ndarray]] = {position: {} for position in HIDDEN_STATE_TRACES}
     for path in paths:
         task = path.stem.split("_traces_", 1)[1]
@@ -161,12 +162,10 @@ def read_traces(paths: list[Path]) -> dict[str, dict[str, np.ndarray]]:
             for position in HIDDEN_STATE_TRACES:
                 if position in data:
                     for doc_id, array in zip(data[f"{position}_doc_ids"], data[position]):
-                        states[position][f"{task}/{int(doc_id)}"] = array
+                        states[position][sample_key(task, int(doc_id))] = array
     return states
 
 
-def probe_files(fits: Any, stem: Path) -> dict[Path, bytes]:
+def probe_files(fits: ProbeFits, stem: Path) -> dict[Path, bytes]:
     """The saved probes (``scoring.probes.encode_probes``: .npz arrays + .json provenance) by path."""
-    from vrp_bench.scoring.probes import encode_probes
-
     return {stem.parent / name: data for name, data in encode_probes(fits, stem.name).items()}

@@ -50,9 +50,14 @@ def scored_records(samples: Mapping[str, Sequence[dict[str, Any]]]) -> dict[str,
     return per_task
 
 
+def sample_key(task: str, doc_id: int) -> str:
+    """A sample's id, unique across the tasks of a run: ``task/doc_id``."""
+    return f"{task}/{doc_id}"
+
+
 def sample_keys(samples: Mapping[str, Sequence[dict[str, Any]]]) -> list[str]:
-    """``task/doc_id`` of every pooled scored record, in ``scored_records`` order (unique across tasks)."""
-    return [f"{task}/{r['doc_id']}" for task, records in scored_records(samples).items() if task != POOLED
+    """``sample_key`` of every pooled scored record, in ``scored_records`` order."""
+    return [sample_key(task, r["doc_id"]) for task, records in scored_records(samples).items() if task != POOLED
             for r in records]
 
 

@@ -5,23 +5,17 @@ from __future__ import annotations
 import pytest
 
 from vrp_bench.api.model import MODELS
-from vrp_bench.datasets.vrp_shapes import QUESTION_SETS, generate_docs
 from vrp_bench.models.families import FAMILIES
 from vrp_bench.zoo import CHECKPOINTS
-from vrp_bench.zoo.train import evaluate, train_family
+from vrp_bench.zoo.train import evaluate, held_out_docs, train_family
 
 MAX_FILE_BYTES = 6 * 1024 * 1024
-BELOW_TARGET = {
-    "paligemma": "5 CPU-minutes of training reach 0.58 (card): counting and spatial questions stay at chance",
-    "qwen2_vl": "5 CPU-minutes of training reach 0.44 (card): it reads colours but not existence questions yet",
-    "qwen2_5_vl": "5 CPU-minutes of training reach 0.52 (card): existence questions are learned only partly",
-}
 
 
 @pytest.fixture(scope="module")
 def test_sample() -> list[dict]:
-    """50 docs of each question set's test split (300 in all), at 64 px."""
-    return [doc for name in QUESTION_SETS for doc in generate_docs(name, split="test", n=50)]
+    """The vrp_shapes test split the model cards report on: 300 docs of each question set, at 64 px."""
+    return held_out_docs()
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
@@ -47,14 +41,7 @@ def test_shipped_checkpoint_is_small_and_documented(family):
     assert vlm.prompt_keys == (f"tiny_{family}", family)
 
 
-def _target(family: str):
-    """A family whose shipped checkpoint is known to miss the 0.60 target is a strict xfail (see its card)."""
-    if family in BELOW_TARGET:
-        return pytest.param(family, marks=pytest.mark.xfail(strict=True, reason=BELOW_TARGET[family]))
-    return family
-
-
-@pytest.mark.parametrize("family", [_target(family) for family in FAMILIES])
+@pytest.mark.parametrize("family", list(FAMILIES))
 def test_shipped_checkpoint_answers_from_the_image(family, test_sample):
     """>= 0.60 exact match on the test questions of all six question sets (chance is about 0.36)."""
     assert evaluate(f"tiny_{family}", str(CHECKPOINTS / family), test_sample) >= 0.60

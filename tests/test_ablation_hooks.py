@@ -1,4 +1,4 @@
-"""Ablation hooks on random tiny models: p = 0 is the identity, they bite, and they always come off."""
+"""Intervention hooks on random tiny models: p = 0 is the identity, they bite, and they always come off."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vrp_bench.capture import UnitAblation, choose_units
+from vrp_bench.capture import ImageTokenMask, UnitAblation, UnitStatistics, choose_units
 from vrp_bench.datasets.vrp_shapes import generate_docs
 from vrp_bench.models.families import FAMILIES
 from vrp_bench.zoo.build import build_tiny
@@ -76,3 +76,38 @@ def test_noise_is_seeded(tiny) -> None:
         with UnitAblation(layer, units, "noise", mean=torch.zeros(hidden), scale=torch.ones(hidden), seed=seed):
             runs.append(logits(model, inputs))
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
+
+
+def test_unit_statistics_are_the_mean_and_std_over_every_position(tiny) -> None:
+    model, adapter, inputs = tiny
+    layer = adapter.decoder_layers(model)[1]
+    kept = []
+    handle = layer.register_forward_hook(lambda module, args, output: kept.append(output[0] if isinstance(output, tuple) else output))
+    with UnitStatistics(layer) as statistics:
+        logits(model, inputs)
+    handle.remove()
+    flat = kept[0].reshape(-1, kept[0].shape[-1]).double()
+    assert statistics.count == flat.shape[0]
+    assert torch.allclose(statistics.mean, flat.mean(0).float(), atol=1e-5)
+    assert torch.allclose(statistics.std, flat.std(0, unbiased=False).float(), atol=1e-4)
+    assert not layer._forward_hooks
+
+
+def test_image_token_mask_blanks_chosen_tokens_and_always_comes_off(tiny) -> None:
+    model, adapter, inputs = tiny
+    first = adapter.decoder_layers(model)[0]
+    spans = adapter.image_token_span(inputs["input_ids"])
+    length = inputs["input_ids"].shape[1]
+    baseline = logits(model, inputs)
+    with ImageTokenMask(first, [[] for _ in spans], length) as mask:
+        assert torch.equal(logits(model, inputs), baseline)
+    assert mask.applied == 1
+    with ImageTokenMask(first, [span[: len(span) // 2].tolist() for span in spans], length):
+        masked = logits(model, inputs)
+    assert not torch.allclose(masked, baseline)
+    assert torch.equal(logits(model, inputs), baseline)
+    with pytest.raises(KeyboardInterrupt):
+        with ImageTokenMask(first, [span.tolist() for span in spans], length):
+            raise KeyboardInterrupt
+    assert not first._forward_pre_hooks
+    assert torch.equal(logits(model, inputs), baseline)

@@ -14,12 +14,15 @@ import time
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 import vrp_bench
 from vrp_bench.api.errors import UsageError, VRPError
+
+if TYPE_CHECKING:
+    from vrp_bench.interventions import AblationSettings
 
 log = logging.getLogger("vrp_bench")
 _show_tracebacks = False
@@ -86,94 +89,196 @@ def cli() -> None:
     """VRP-Bench: how well do a VLM's reliability signals predict whether its answers are right?"""
 
 
+_RUN_OPTIONS = [
+    click.option("--model", required=True, help="Registered model name (see `vrp-bench models`)."),
+    click.option("--model_args", "--model-args", "model_args", default="", help="k=v,k=v passed to the model."),
+    click.option("--tasks", required=True, help="Task/group names, comma lists, wildcards, `all`, or `list`."),
+    click.option("--include_path", "--include-path", "include_paths", multiple=True, type=click.Path(path_type=Path),
+                 help="Extra folder of task YAMLs (repeatable)."),
+    click.option("--limit", type=LimitType(), default=None, help="First N docs per task, or a fraction."),
+    click.option("--batch_size", "--batch-size", "batch_size", type=click.IntRange(min=1), default=1,
+                 show_default=True),
+    click.option("--device", default=None, help="Device for the model (e.g. cpu, cuda:0)."),
+    click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random choice of the run."),
+    click.option("--output_path", "--output-path", "output_path", type=click.Path(path_type=Path), default=None,
+                 help="Folder for results; files go to <output_path>/<model>/."),
+    click.option("--log_samples", "--log-samples", "log_samples", is_flag=True,
+                 help="Also write per-sample JSONL (and, with ablations, per-condition JSONL)."),
+    click.option("--gen_kwargs", "--gen-kwargs", "gen_kwargs", default="",
+                 help="k=v overriding every task's generation_kwargs."),
+    click.option("--sc_samples", "--sc-samples", "sc_samples", type=click.IntRange(min=0), default=None,
+                 help="Self-consistency samples per doc (0 disables); same as --model_args sc_samples=K."),
+    click.option("--save_traces", "--save-traces", "save_traces", is_flag=True,
+                 help="Also write hidden states (float16 .npz per task) for re-scoring probes later."),
+    click.option("--probe_kind", "--probe-kind", "probe_kind", type=click.Choice(["logistic", "mlp", "l1"]),
+                 default="logistic", show_default=True, help="Hidden-state probe."),
+    click.option("--bootstrap_resamples", "--bootstrap-resamples", "bootstrap_resamples",
+                 type=click.IntRange(min=100), default=1000, show_default=True,
+                 help="Bootstrap resamples for every confidence interval."),
+    click.option("--verbosity", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+                 default="INFO", show_default=True),
+]
+
+_ABLATION_OPTIONS = [
+    click.option("--layer", default="probe", show_default=True,
+                 help="Decoder layer to ablate: `probe` (the held-out probe's most predictive layer), N, or `all` "
+                      "(per-layer sensitivity sweep)."),
+    click.option("--ablation_space", "--ablation-space", "ablation_space", type=click.Choice(["residual", "mlp"]),
+                 default="residual", show_default=True,
+                 help="Destroy residual-stream dimensions (layer output) or MLP intermediate neurons."),
+    click.option("--ablation_method", "--ablation-method", "ablation_method",
+                 type=click.Choice(["zero", "mean", "noise"]), default="zero", show_default=True,
+                 help="Replace destroyed units by zero, their dataset mean, or mean + matched Gaussian noise."),
+    click.option("--fractions", default="0,0.1,0.25,0.5,0.75,0.9,1", show_default=True,
+                 help="Comma list of fractions p of units to destroy."),
+    click.option("--ablation_seeds", "--ablation-seeds", "ablation_seeds", type=int, default=3, show_default=True,
+                 help="Random unit choices per fraction (the control)."),
+    click.option("--ablation_units", "--ablation-units", "ablation_units", default="random,probe", show_default=True,
+                 help="Unit choices: random (control) and/or probe (ranked by probe weight magnitude)."),
+    click.option("--patch_fraction", "--patch-fraction", "patch_fraction", type=float, default=0.3,
+                 show_default=True, help="Share q of image tokens masked (top / bottom / random attention); 0 skips."),
+    click.option("--calibration_docs", "--calibration-docs", "calibration_docs", type=int, default=64,
+                 show_default=True, help="Docs whose activations give the units' mean and scale."),
+]
+
+
+def _apply(options: list[Any]) -> Any:
+    def decorate(function: Any) -> Any:
+        for option in reversed(options):
+            function = option(function)
+        return function
+
+    return decorate
+
+
+_ABLATION_PARAMS = tuple(param.name for param in _apply(_ABLATION_OPTIONS)(lambda: None).__click_params__)
+
+
+def _ablation_settings(options: dict[str, Any]) -> AblationSettings:
+    """``AblationSettings`` from the parsed ablation flags (one-line errors for bad values)."""
+    from vrp_bench.interventions import AblationSettings
+
+    layer_text = str(options["layer"]).strip()
+    try:
+        layer: Any = int(layer_text)
+    except ValueError:
+        layer = layer_text
+    try:
+        fractions = tuple(float(p) for p in options["fractions"].split(",") if p.strip())
+    except ValueError:
+        raise UsageError(f"--fractions {options['fractions']!r}: expected numbers separated by commas") from None
+    return AblationSettings(
+        layer=layer, space=options["ablation_space"], method=options["ablation_method"], fractions=fractions,
+        seeds=options["ablation_seeds"], selections=tuple(s.strip() for s in options["ablation_units"].split(",") if s.strip()),
+        patch_fraction=options["patch_fraction"], calibration_docs=options["calibration_docs"],
+    )
+
+
 @cli.command("run")
-@click.option("--model", required=True, help="Registered model name (see `vrp-bench models`).")
-@click.option("--model_args", "--model-args", "model_args", default="", help="k=v,k=v passed to the model.")
-@click.option("--tasks", required=True, help="Task/group names, comma lists, wildcards, `all`, or `list`.")
-@click.option("--include_path", "--include-path", "include_paths", multiple=True, type=click.Path(path_type=Path),
-              help="Extra folder of task YAMLs (repeatable).")
-@click.option("--limit", type=LimitType(), default=None, help="First N docs per task, or a fraction.")
-@click.option("--batch_size", "--batch-size", "batch_size", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--device", default=None, help="Device for the model (e.g. cpu, cuda:0).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random choice of the run.")
-@click.option("--output_path", "--output-path", "output_path", type=click.Path(path_type=Path), default=None,
-              help="Folder for results; files go to <output_path>/<model>/.")
-@click.option("--log_samples", "--log-samples", "log_samples", is_flag=True, help="Also write per-sample JSONL.")
-@click.option("--gen_kwargs", "--gen-kwargs", "gen_kwargs", default="", help="k=v overriding every task's generation_kwargs.")
-@click.option("--sc_samples", "--sc-samples", "sc_samples", type=click.IntRange(min=0), default=None,
-              help="Self-consistency samples per doc (0 disables); same as --model_args sc_samples=K.")
-@click.option("--save_traces", "--save-traces", "save_traces", is_flag=True,
-              help="Also write hidden states (float16 .npz per task) for re-scoring probes later.")
-@click.option("--probe_kind", "--probe-kind", "probe_kind", type=click.Choice(["logistic", "mlp", "l1"]),
-              default="logistic", show_default=True, help="Hidden-state probe.")
-@click.option("--bootstrap_resamples", "--bootstrap-resamples", "bootstrap_resamples", type=click.IntRange(min=100),
-              default=1000, show_default=True, help="Bootstrap resamples for every confidence interval.")
-@click.option("--verbosity", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-              default="INFO", show_default=True)
-def run_command(
-    model: str, model_args: str, tasks: str, include_paths: tuple[Path, ...], limit: int | float | None,
-    batch_size: int, device: str | None, seed: int, output_path: Path | None, log_samples: bool,
-    gen_kwargs: str, sc_samples: int | None, save_traces: bool, probe_kind: str, bootstrap_resamples: int,
-    verbosity: str,
-) -> None:
+@_apply(_RUN_OPTIONS)
+@click.option("--ablate", is_flag=True, help="Also run the ablation sweep (see `vrp-bench ablate --help`).")
+@_apply(_ABLATION_OPTIONS)
+def run_command(ablate: bool, **options: Any) -> None:
     """Evaluate a model on tasks and print (and optionally save) the results."""
+    context = click.get_current_context()
+    given = [name for name in _ABLATION_PARAMS
+             if context.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE]
+    if given and not ablate:
+        raise UsageError(f"--{given[0]} only applies with --ablate (or use `vrp-bench ablate`)")
+    _run(options, _ablation_settings(options) if ablate else None)
+
+
+@cli.command("ablate")
+@_apply(_RUN_OPTIONS)
+@_apply(_ABLATION_OPTIONS)
+def ablate_command(**options: Any) -> None:
+    """Evaluate, then ablate: destroy growing fractions of a decoder layer's units (random vs probe-ranked) and
+    mask the most / least attended image tokens, and measure how accuracy and reliability signals hold up."""
+    _run(options, _ablation_settings(options))
+
+
+def _run(options: dict[str, Any], ablation_settings: AblationSettings | None) -> None:
+    """The run (and, with ``ablation_settings``, the ablation sweep): evaluate, score, report, write."""
     from tqdm import tqdm
 
+    from vrp_bench.api.files import write_files_atomically
     from vrp_bench.api.task_index import TaskIndex
     from vrp_bench.evaluator import RunConfig, evaluate
     from vrp_bench.report.console import summary_table
     from vrp_bench.report.results import build_report, hidden_states, probe_files, sample_logs, traces_npz
     from vrp_bench.report.schema import require_valid
-    from vrp_bench.api.files import write_files_atomically
     from vrp_bench.report.writer import check_writable, json_text, jsonl_text
     from vrp_bench.scoring.sections import ScoringSettings, score_sections
 
-    _configure_logging(verbosity)
+    _configure_logging(options["verbosity"])
     _load_registries()
-    index = TaskIndex(include_paths)
-    if tasks.strip() == "list":
+    index = TaskIndex(options["include_paths"])
+    if options["tasks"].strip() == "list":
         click.echo(_tasks_table(index))
         return
-    for flag, given in (("--log_samples", log_samples), ("--save_traces", save_traces)):
-        if given and output_path is None:
-            raise UsageError(f"{flag} needs --output_path (where to write the per-sample files)")
-    parsed_model_args = parse_key_values(model_args, "--model_args")
-    if sc_samples is not None:
-        parsed_model_args["sc_samples"] = sc_samples
+    output_path, model = options["output_path"], options["model"]
+    for flag in ("log_samples", "save_traces"):
+        if options[flag] and output_path is None:
+            raise UsageError(f"--{flag} needs --output_path (where to write the per-sample files)")
+    parsed_model_args = parse_key_values(options["model_args"], "--model_args")
+    if options["sc_samples"] is not None:
+        parsed_model_args["sc_samples"] = options["sc_samples"]
     config = RunConfig(
         model=model,
-        tasks=tasks,
+        tasks=options["tasks"],
         model_args=parsed_model_args,
-        include_paths=list(include_paths),
-        limit=limit,
-        batch_size=batch_size,
-        device=device,
-        seed=seed,
-        gen_kwargs=parse_key_values(gen_kwargs, "--gen_kwargs"),
+        include_paths=list(options["include_paths"]),
+        limit=options["limit"],
+        batch_size=options["batch_size"],
+        device=options["device"],
+        seed=options["seed"],
+        gen_kwargs=parse_key_values(options["gen_kwargs"], "--gen_kwargs"),
     )
     run_folder = output_path / model if output_path is not None else None
     started = time.time()
+
+    def progress(description: str) -> Any:
+        return lambda total: tqdm(total=total, desc=description, unit="doc", disable=None, file=sys.stderr)
+
+    check_model = lambda vlm: None  # noqa: E731
+    if ablation_settings is not None:
+        from vrp_bench.interventions.runner import check_ablatable
+
+        check_model = lambda vlm: check_ablatable(vlm, ablation_settings)  # noqa: E731
     result = evaluate(
         config,
         index,
         before_model=(lambda: check_writable(run_folder)) if run_folder is not None else (lambda: None),
-        progress=lambda total: tqdm(total=total, desc="docs", unit="doc", disable=None, file=sys.stderr),
+        progress=progress("docs"),
+        check_model=check_model,
     )
-    scoring = ScoringSettings(seed=seed, n_resamples=bootstrap_resamples, probe_kind=probe_kind)
+    scoring = ScoringSettings(seed=config.seed, n_resamples=options["bootstrap_resamples"],
+                              probe_kind=options["probe_kind"])
     samples, states = sample_logs(result), hidden_states(result)
     sections, probe_fits = score_sections(samples, states, scoring)
+    ablation_section, ablation_records = None, {}
+    if ablation_settings is not None:
+        from vrp_bench.interventions import ablation_section as build_ablation_section
+        from vrp_bench.interventions.runner import run_ablation
+
+        ablation = run_ablation(result, sections, ablation_settings, probe_fits.get("hidden_last_prompt"),
+                                progress=progress("ablation"))
+        ablation_records = ablation.records
+        ablation_section = build_ablation_section(samples, ablation_records, ablation.context(), scoring)
     command_line = " ".join(shlex.quote(a) for a in ["vrp-bench", *sys.argv[1:]])
-    report = build_report(result, command_line, started, sections, scoring)
+    report = build_report(result, command_line, started, sections, scoring, ablation_section)
     require_valid(report)
     click.echo(summary_table(report))
     if run_folder is None:
         return
     stamp = datetime.fromtimestamp(started, timezone.utc).strftime("%Y-%m-%dT%H-%M-%S.%f")
     files: dict[Path, str | bytes] = {run_folder / f"{stamp}_results.json": json_text(report)}
-    if log_samples:
+    if options["log_samples"]:
         for task, records in samples.items():
             files[run_folder / f"{stamp}_samples_{task}.jsonl"] = jsonl_text(records)
-    if save_traces:
+        for task, records in ablation_records.items():
+            files[run_folder / f"{stamp}_ablation_{task}.jsonl"] = jsonl_text(records)
+    if options["save_traces"]:
         for task, task_result in result.results.items():
             traces = traces_npz(task_result)
             if traces is not None:

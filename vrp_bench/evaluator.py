@@ -9,7 +9,7 @@ counted in ``n_errors``; it is never scored as wrong.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
@@ -163,11 +163,13 @@ def evaluate(
     index: TaskIndex,
     before_model: Callable[[], None] = lambda: None,
     progress: Callable[[int], Progress] | None = None,
+    check_model: Callable[[VLM], None] = lambda model: None,
 ) -> RunResult:
     """Run ``config``.
 
     ``before_model`` runs after all validation, just before the model is built (the CLI checks
-    the output folder there). ``progress(total_docs)`` makes the progress reporter.
+    the output folder there); ``check_model`` right after it is built, before any doc is answered
+    (e.g. that it can be ablated). ``progress(total_docs)`` makes the progress reporter.
     """
     model_class = MODELS.get(config.model)
     model_class.check_args(config.model_args)
@@ -178,6 +180,7 @@ def evaluate(
     before_model()
     seed_everything(config.seed)
     model = model_class.from_args(config.model_args, device=config.device)
+    check_model(model)
     plan = [(task, resolve_limit(config.limit, len(task))) for task in tasks]
     bar = progress(sum(n for _, n in plan)) if progress is not None else None
     results = {}
@@ -221,12 +224,16 @@ def run_task(task: Task, model: VLM, config: RunConfig, n: int, progress: Progre
     return records
 
 
-def score_record(task: Task, record: SampleRecord, doc: dict[str, Any], request: Request, response: Response) -> None:
-    """Fill a record from the model's response: prediction, metrics, correctness, signals."""
+def score_record(
+    task: Task, record: SampleRecord, doc: dict[str, Any], request: Request, response: Response,
+    signal_names: Collection[str] | None = None,
+) -> None:
+    """Fill a record from the model's response: prediction, metrics, correctness, signals (all, or only
+    ``signal_names``)."""
     if response.error is not None or response.text is None:
         record.error = response.error or "model returned no answer"
         return
-    record.signals = {**response.signals, **signals_from_traces(task, doc, request, response.traces)}
+    record.signals = {**response.signals, **signals_from_traces(task, doc, request, response.traces, signal_names)}
     record.hidden_states = {k: response.traces[k] for k in HIDDEN_STATE_TRACES if response.traces.get(k) is not None}
     record.prediction = response.text
     try:
@@ -240,7 +247,9 @@ def score_record(task: Task, record: SampleRecord, doc: dict[str, Any], request:
     record.correct = float(primary) >= CORRECT_THRESHOLD
 
 
-def signals_from_traces(task: Task, doc: dict[str, Any], request: Request, traces: dict[str, Any]) -> dict[str, Any]:
+def signals_from_traces(
+    task: Task, doc: dict[str, Any], request: Request, traces: dict[str, Any], names: Collection[str] | None = None
+) -> dict[str, Any]:
     """The reliability signals of one sample from what the model captured (``Response.traces``).
 
     Trace keys named like ``SampleCapture`` fields are passed on; the doc adds its ground-truth boxes
@@ -255,7 +264,7 @@ def signals_from_traces(task: Task, doc: dict[str, Any], request: Request, trace
         boxes=task.boxes(doc),
         target=request.target,
     )
-    return compute_signals(capture)
+    return compute_signals(capture, names=names)
 
 
 def aggregate_task(task: Task, n_docs: int, records: Sequence[SampleRecord]) -> TaskResult:

@@ -4,8 +4,10 @@ Captures receive plain modules and say where they attach (``Site``); they never 
 task code. Each is a context manager that restores the model exactly on exit, also on errors.
 """
 
-from vrp_bench.capture.ablation import UnitAblation, choose_units
+from vrp_bench.capture.ablation import ImageTokenMask, UnitAblation, UnitStatistics, choose_units
 from vrp_bench.capture.attention import AttentionCapture, Site
 from vrp_bench.capture.hidden_states import LastPositionCapture
 
-__all__ = ["AttentionCapture", "LastPositionCapture", "Site", "UnitAblation", "choose_units"]
+__all__ = [
+    "AttentionCapture", "ImageTokenMask", "LastPositionCapture", "Site", "UnitAblation", "UnitStatistics", "choose_units",
+]

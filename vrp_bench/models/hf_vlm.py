@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import torch
@@ -137,6 +138,16 @@ class HFVLM(VLM):
             "capture": self.capture,
             "self_consistency": self.self_consistency,
         }
+
+    @contextmanager
+    def without_self_consistency(self) -> Iterator[None]:
+        """Inside the block, answer without drawing self-consistency samples (e.g. under ablations)."""
+        k = self.self_consistency["k"]
+        self.self_consistency["k"] = 0
+        try:
+            yield
+        finally:
+            self.self_consistency["k"] = k
 
     # --- generation ----------------------------------------------------------------------------
 

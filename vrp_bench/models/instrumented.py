@@ -6,7 +6,8 @@ recorded into one ``SampleTrace`` per sample: the decoder's attention from the a
 the image tokens on the patch grid (first answer token, and mean over answer tokens), the vision
 encoder's attention on its own grid, per-token log-probability / entropy / top-2 margin, the
 logit-lens truth margin per layer, and the hidden states at the last prompt position and the
-first answer position. All architecture knowledge comes from the family adapter.
+first answer position, and the full next-token distribution of the first answer step. All architecture
+knowledge comes from the family adapter.
 
 The attention at generation step s is the attention of the query that emits answer token s: the
 last prompt position for s = 0, answer token s - 1 afterwards.
@@ -41,6 +42,8 @@ class SampleTrace:
     truth_margin_layers: list[float] | None = None
     hidden_last_prompt: np.ndarray | None = None
     hidden_first_answer: np.ndarray | None = None
+    first_token_logprobs: np.ndarray | None = None
+    """log-softmax over the vocabulary at the first answer step (for divergences under interventions)."""
 
     def as_traces(self) -> dict[str, Any]:
         """The ``Response.traces`` mapping (field name -> array), without the token ids."""
@@ -130,7 +133,9 @@ def instrumented_generate(
     stop_ids = {int(t) for t in np.atleast_1d(model.generation_config.eos_token_id or [])}
     stop_ids |= {processor.tokenizer.eos_token_id, processor.tokenizer.pad_token_id} - {None}
     lengths = answer_lengths(new_tokens, stop_ids)
-    logprobs, entropies, margins = token_statistics([logits.cpu() for logits in output.logits], new_tokens)
+    step_logits = [logits.cpu() for logits in output.logits]
+    logprobs, entropies, margins = token_statistics(step_logits, new_tokens)
+    first_step = torch.log_softmax(step_logits[0].float(), dim=-1).numpy()
     last_prompt, first_answer = hidden.stacked(0), hidden.stacked(1)
     spans = adapter.image_token_span(inputs["input_ids"].cpu())
     n_decoder = len(adapter.decoder_layers(model))
@@ -145,6 +150,7 @@ def instrumented_generate(
             token_logprobs=logprobs[b, :length],
             token_entropies=entropies[b, :length],
             token_margins=margins[b, :length],
+            first_token_logprobs=first_step[b],
             hidden_last_prompt=last_prompt[b].half().numpy() if last_prompt is not None else None,
             hidden_first_answer=(first_answer[b].half().numpy() if first_answer is not None and length > 0 else None),
         )

@@ -79,4 +79,63 @@ def signals_table(report: dict[str, Any]) -> list[str]:
 
 def summary_table(report: dict[str, Any]) -> str:
     """Everything a person wants to see after a run."""
-    return "\n".join(results_table(report) + signals_table(report))
+    return "\n".join(results_table(report) + signals_table(report) + ablation_table(report))
+
+
+def _mean(entry: dict[str, Any] | None) -> str:
+    if not entry or entry.get("mean") is None:
+        return "-"
+    ci = entry.get("ci")
+    return f"{entry['mean']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{entry['mean']:.3f}"
+
+
+def ablation_table(report: dict[str, Any]) -> list[str]:
+    """The ablation section: accuracy over the destroyed fraction per layer and unit choice (random:
+    mean +- sd over seeds), robustness AUC, breaking point; patch masking; the bottleneck verdict; checks."""
+    ablation = report.get("ablation")
+    if not ablation:
+        return []
+    settings, baseline = ablation["settings"], ablation["baseline"]
+    fractions = sorted({p for curve in ablation["curves"] for p in curve["fractions"]})
+    rows = []
+    for curve in ablation["curves"]:
+        cells = dict(zip(curve["fractions"], curve["accuracy"]))
+        spread = dict(zip(curve["fractions"], curve["accuracy_seed_sd"] or []))
+        row = [curve["layer"], f"{curve['selection']} ({curve['n_seeds']} seed{'s' * (curve['n_seeds'] > 1)})"]
+        row += ["-" if p not in cells else f"{cells[p]:.3f}" + (f"±{spread[p]:.3f}" if spread.get(p) else "")
+                for p in fractions]
+        row += [_number(curve["robustness_auc"]), "-" if curve["breaking_point"] is None else f"{curve['breaking_point']:g}"]
+        rows.append(row)
+    source = ("chosen by the probe" if settings["layer"] == "probe" else "given") if settings["layer"] != "all" else "all"
+    lines = ["", f"Ablation of {settings['space']} units by {settings['method']} (layers {ablation['layers']}, {source}); "
+             f"baseline accuracy {_mean(baseline['accuracy'])}, chance {baseline['chance']:.3f}:"]
+    if rows:
+        lines.append(_table(rows, ["Layer", "Units", *(f"p={p:g}" for p in fractions), "Robustness AUC", "Breaking p"]))
+    tracked = ablation["tracked_signals"][:1]
+    shown = [c for c in ablation["conditions"] if _headline(c, ablation["conditions"])]
+    condition_rows = [[c["id"], _mean(c["accuracy"]), _with_ci(c["accuracy_change"]), _mean(c["flip_rate"]),
+                       _mean(c["first_token_kl"]), _with_ci(c["probe_auroc"]),
+                       *(_with_ci(c["signal_auroc"].get(name)) for name in tracked)] for c in shown]
+    if condition_rows:
+        lines += ["Key conditions (patches: input embeddings of the chosen image tokens zeroed; AUROCs under the ablation):",
+                  _table(condition_rows, ["Condition", "Accuracy [95% CI]", "Change [95% CI]", "Flip rate",
+                                          "First-token KL", "Held-out probe AUROC", *(f"{n} AUROC" for n in tracked)])]
+    if ablation["bottleneck"]:
+        verdict = ablation["bottleneck"]
+        lines.append(f"bottleneck profile: {verdict['verdict']} (most sensitive layer {verdict['most_sensitive_layer']})")
+    zero = [c for c in ablation["conditions"] if c["kind"] == "units" and c["fraction"] == 0.0]
+    flips = max((c["flip_rate"]["mean"] or 0.0 for c in zero), default=0.0)
+    lines.append(f"checks: p = 0 flip rate {flips:.3f}; unablated reference vs baseline answers: "
+                 f"{ablation['reference_mismatches']} mismatch(es); hooks removed: {ablation['hooks_removed']}")
+    return lines
+
+
+def _headline(condition: dict[str, Any], conditions: list[dict[str, Any]]) -> bool:
+    """Conditions worth a console row: p = 0, the largest fraction of each unit choice (first seed), patches."""
+    if condition["kind"] == "patches":
+        return True
+    if condition["fraction"] == 0.0:
+        return True
+    peers = [c for c in conditions if c["kind"] == "units" and c["layer"] == condition["layer"]
+             and c["selection"] == condition["selection"]]
+    return condition["fraction"] == max(c["fraction"] for c in peers) and condition["seed"] == min(c["seed"] for c in peers)

@@ -68,9 +68,11 @@ def _plain(value: Any) -> Any:
 
 
 def build_report(
-    run: RunResult, command_line: str, started: float, sections: dict[str, Any], scoring: ScoringSettings
+    run: RunResult, command_line: str, started: float, sections: dict[str, Any], scoring: ScoringSettings,
+    ablation: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The report of a run: lmms-eval's results keys plus the scored sections (``scoring.sections``)."""
+    """The report of a run: lmms-eval's results keys plus the scored sections (``scoring.sections``) and,
+    after ``--ablate``, the ablation section (``interventions.ablation_section``)."""
     config = run.config
     results: dict[str, Any] = {}
     for name, result in run.results.items():
@@ -113,7 +115,7 @@ def build_report(
         "model": {"name": config.model, **run.model.describe()},
         "environment": {"versions": package_versions(), "platform": platform.platform()},
         **sections,
-        "ablation": None,
+        "ablation": ablation,
         "git_hash": source_git_hash(),
         "date": started,
         "date_iso": datetime.fromtimestamp(started, timezone.utc).isoformat(),

@@ -1,7 +1,8 @@
 """Reading a run back from disk: its report, per-sample JSONL files and traces, for re-scoring.
 
-A run's files share a UTC-timestamp stem: ``<stem>_results.json``, ``<stem>_samples_<task>.jsonl``
-and, with ``--save_traces``, ``<stem>_traces_<task>.npz``.
+A run's files share a UTC-timestamp stem: ``<stem>_results.json``, ``<stem>_samples_<task>.jsonl``,
+with ``--save_traces`` ``<stem>_traces_<task>.npz``, and after an ablation with ``--log_samples``
+``<stem>_ablation_<task>.jsonl`` (one record per doc and condition).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from vrp_bench.api.errors import UsageError
+from vrp_bench.interventions import ablation_context, ablation_section
 from vrp_bench.report.results import read_traces
 from vrp_bench.report.schema import SCHEMA_ID, schema_problems
 from vrp_bench.scoring.sections import ScoringSettings, score_sections
@@ -45,6 +47,8 @@ class SavedRun:
     report: dict[str, Any]
     samples: dict[str, list[dict[str, Any]]]
     states: dict[str, dict[str, np.ndarray]]
+    ablation: dict[str, list[dict[str, Any]]]
+    """Per task, the ablation's per-condition records (empty when the run has none on disk)."""
 
 
 def find_results(path: Path) -> Path:
@@ -71,19 +75,32 @@ def load_run(path: Path) -> SavedRun:
         if not sample_path.is_file():
             raise UsageError(f"{sample_path.name} is missing beside {results_path.name}: re-scoring needs the run's "
                              "per-sample files (run with --log_samples)")
-        try:
-            samples[task] = [json.loads(line) for line in sample_path.read_text(encoding="utf-8").splitlines()]
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"{sample_path}:{exc.lineno}: not JSON: {exc.msg}") from None
+        samples[task] = _read_jsonl(sample_path)
+    ablation = {}
+    if report.get("ablation") is not None:
+        for task in report["results"]:
+            ablation_path = results_path.with_name(f"{stem}_ablation_{task}.jsonl")
+            if ablation_path.is_file():
+                ablation[task] = _read_jsonl(ablation_path)
     states = read_traces(sorted(results_path.parent.glob(f"{stem}_traces_*.npz")))
-    return SavedRun(results_path, report, samples, states)
+    return SavedRun(results_path, report, samples, states, ablation)
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    try:
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path}:{exc.lineno}: not JSON: {exc.msg}") from None
 
 
 def rescore(run: SavedRun, settings: ScoringSettings | None = None) -> dict[str, Any]:
-    """The run's report with every scored section recomputed from its saved files."""
+    """The run's report with every scored section recomputed from its saved files (the ablation section
+    too when its per-condition files are there; otherwise it is kept as saved)."""
     settings = settings or ScoringSettings(**run.report["config"]["scoring"])
     sections, _ = score_sections(run.samples, run.states, settings)
     report = dict(run.report)
     report.update(sections)
+    if run.ablation and report.get("ablation") is not None:
+        report["ablation"] = ablation_section(run.samples, run.ablation, ablation_context(report["ablation"]), settings)
     report["config"] = {**report["config"], "scoring": settings.to_json()}
     return report

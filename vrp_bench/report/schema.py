@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+from jsonschema.exceptions import best_match
 
 from vrp_bench.api.errors import RunError
 
 SCHEMA_ID = "vrp-report/1"
 SCHEMA_FILE = Path(__file__).parent / "schema" / "vrp-report-1.json"
+MESSAGE_CHARS = 200
 
 
 @lru_cache(maxsize=1)
@@ -26,8 +28,10 @@ def schema_problems(report: Any) -> list[str]:
     validator = jsonschema.Draft202012Validator(report_schema())
     problems = []
     for error in sorted(validator.iter_errors(report), key=lambda e: list(map(str, e.absolute_path))):
+        error = best_match([error])  # into oneOf / anyOf branches: the deepest, most relevant failure
         path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-        problems.append(f"{path}: {error.message}")
+        message = error.message if len(error.message) <= MESSAGE_CHARS else error.message[:MESSAGE_CHARS] + "..."
+        problems.append(f"{path}: {message}")
     return problems
 
 

@@ -211,6 +211,21 @@ def _probe_fits(
     return ProbeFits(result["kind"], result["params"], result["seed"], ids, probes, oof)
 
 
+def probe_probability(arrays: dict[str, np.ndarray], features: np.ndarray) -> np.ndarray:
+    """P(correct) [n] of a saved probe (``FittedProbe.arrays``) on ``features`` [n, d], without sklearn:
+    z = (x - scaler_mean) / scaler_scale; logistic: sigmoid(z . coef + intercept); mlp: h = relu(z W_0 + b_0)
+    for each hidden layer, then sigmoid(h W_last + b_last)."""
+    z = (np.asarray(features, dtype=np.float64) - arrays["scaler_mean"]) / arrays["scaler_scale"]
+    if "coef" in arrays:
+        logit = z @ arrays["coef"] + arrays["intercept"][0]
+    else:
+        n_layers = sum(key.startswith("weights_") for key in arrays)
+        for i in range(n_layers - 1):
+            z = np.maximum(z @ arrays[f"weights_{i}"] + arrays[f"bias_{i}"], 0.0)
+        logit = (z @ arrays[f"weights_{n_layers - 1}"] + arrays[f"bias_{n_layers - 1}"])[:, 0]
+    return 1.0 / (1.0 + np.exp(-logit))
+
+
 def encode_probes(fits: ProbeFits, stem: str) -> dict[str, bytes]:
     """The two files of saved probes, by name: ``<stem>.npz`` (arrays) and ``<stem>.json`` (provenance:
     kind, params, seed, layers, the doc ids of every fold's train/test split, the npz key of each array)."""

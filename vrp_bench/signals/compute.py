@@ -9,7 +9,7 @@ aggregated layers (default: the second half); the ``*_layers`` lists give one va
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,11 +100,14 @@ class SignalSettings:
     vision_aggregate_layers: tuple[int, ...] | None = None
 
 
-def compute_signals(capture: SampleCapture, settings: SignalSettings = SignalSettings()) -> dict[str, Any]:
-    """Every registered signal of one sample: {name: value or None}, JSON-serialisable."""
+def compute_signals(
+    capture: SampleCapture, settings: SignalSettings = SignalSettings(), names: Collection[str] | None = None
+) -> dict[str, Any]:
+    """Every registered signal (or only ``names``) of one sample: {name: value or None}, JSON-serialisable."""
     return {
         name: spec.compute(capture, settings) if capture.has(spec.needs) else None
         for name, spec in SIGNALS.items()
+        if names is None or name in names
     }
 
 

@@ -251,3 +251,13 @@ def test_saved_probe_arrays_reproduce_sklearn(kind) -> None:
     labels = (features[:, 0] + rng.normal(0, 0.5, 80) > 0).astype(int)
     probe = fit_probe(features, labels, kind, seed=0)
     assert np.allclose(probe_probability(probe.arrays(), features), probe.predict_proba(features), atol=1e-9)
+
+
+def test_tracked_signals_are_the_best_of_distinct_captures_without_self_consistency() -> None:
+    from vrp_bench.interventions.runner import tracked_signals
+
+    aurocs = {"sc_agreement": 0.95, "p_tok": 0.9, "min_logprob": 0.89, "first_token_margin": 0.8,
+              "grounding_mass": 0.7, "h_s": 0.6, "mean_entropy": None}
+    sections = {"summary": {"signal_auroc": {name: {"value": v, "ci": None} for name, v in aurocs.items()}}}
+    assert tracked_signals(sections, 3) == ["p_tok", "first_token_margin", "grounding_mass"]
+    assert tracked_signals(sections, 1) == ["p_tok"]

@@ -90,12 +90,17 @@ def probe_layer(sections: dict[str, Any]) -> tuple[int | None, list[int] | None]
 
 
 def tracked_signals(sections: dict[str, Any], k: int) -> list[str]:
-    """The k signals with the highest baseline AUROC that can be recomputed under ablation (not
-    self-consistency, which is off there)."""
+    """The signals with the highest baseline AUROC that can be recomputed under ablation (not
+    self-consistency, which is off there), at most one per set of captures read (so that e.g. p_tok and
+    min_logprob, both read from the token log-probabilities, do not fill the list): k of them."""
     aurocs = (sections.get("summary") or {}).get("signal_auroc") or {}
-    usable = [(entry["value"], name) for name, entry in aurocs.items()
-              if entry["value"] is not None and "sc_answers" not in SIGNALS.get(name).needs]
-    return [name for _, name in sorted(usable, key=lambda item: (-item[0], item[1]))[:k]]
+    usable = sorted(((entry["value"], name) for name, entry in aurocs.items()
+                     if entry["value"] is not None and "sc_answers" not in SIGNALS.get(name).needs),
+                    key=lambda item: (-item[0], item[1]))
+    chosen: dict[tuple[str, ...], str] = {}
+    for _, name in usable:
+        chosen.setdefault(SIGNALS.get(name).needs, name)
+    return list(chosen.values())[:k]
 
 
 @dataclass

@@ -261,3 +261,16 @@ def test_tracked_signals_are_the_best_of_distinct_captures_without_self_consiste
     sections = {"summary": {"signal_auroc": {name: {"value": v, "ci": None} for name, v in aurocs.items()}}}
     assert tracked_signals(sections, 3) == ["p_tok", "first_token_margin", "grounding_mass"]
     assert tracked_signals(sections, 1) == ["p_tok"]
+
+
+def test_a_condition_where_every_doc_failed_has_no_accuracy_not_zero() -> None:
+    samples, records, context, _ = _synthetic(n=20)
+    records["t"] = [dict(r, error="out of memory", correct=None) if r["condition"] == "p1-s1" else r
+                    for r in records["t"]]
+    section = ablation_section(samples, records, context, ScoringSettings(n_resamples=100))
+    failed = next(c for c in section["conditions"] if c["id"] == "p1-s1")
+    assert failed["n"] == 0 and failed["n_errors"] == 20 and failed["accuracy"]["mean"] is None
+    (curve,) = section["curves"]
+    assert curve["accuracy"][1] is None and curve["robustness_auc"] is None
+    assert curve["robustness_auc_seeds"][0] is not None and curve["robustness_auc_seeds"][1] is None
+    assert [p for p in schema_problems({"ablation": section}) if p.startswith("$.ablation")] == []

@@ -111,3 +111,44 @@ def test_image_token_mask_blanks_chosen_tokens_and_always_comes_off(tiny) -> Non
             raise KeyboardInterrupt
     assert not first._forward_pre_hooks
     assert torch.equal(logits(model, inputs), baseline)
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+def test_image_token_mask_hits_exactly_the_chosen_tokens_of_a_ragged_left_padded_batch(family) -> None:
+    model, processor = build_tiny(family, seed=5)
+    model.eval()
+    adapter = FAMILIES[family](model.config)
+    processor.tokenizer.padding_side = "left"
+    docs = generate_docs("color", n=1, seed=1) + generate_docs("spatial", n=2, seed=1)  # prompts of two lengths
+    inputs = processor(images=[[d["image"]] for d in docs], padding=True, return_tensors="pt",
+                       text=[adapter.build_prompt(processor, d["question"], 1) for d in docs])
+    inputs.pop("labels", None)
+    assert (inputs["attention_mask"] == 0).any()  # really padded
+    spans = adapter.image_token_span(inputs["input_ids"])
+    chosen = [span[::3].tolist() for span in spans]
+    first = adapter.decoder_layers(model)[0]
+    seen = []
+
+    def record(module, args, kwargs):
+        seen.append((args[0] if args else kwargs["hidden_states"]).clone())
+
+    def layer_input(mask: ImageTokenMask | None) -> torch.Tensor:
+        seen.clear()
+        with (mask if mask is not None else torch.no_grad()):
+            handle = first.register_forward_pre_hook(record, with_kwargs=True)  # runs after the mask's hook
+            try:
+                with torch.inference_mode():
+                    model.generate(**inputs, max_new_tokens=3, do_sample=False)
+            finally:
+                handle.remove()
+        return seen[0]
+
+    plain = layer_input(None)
+    mask = ImageTokenMask(first, chosen, inputs["input_ids"].shape[1])
+    masked = layer_input(mask)
+    assert mask.applied == 1  # the prefill only; later steps read the blanked tokens from the cache
+    for row, positions in enumerate(chosen):
+        keep = torch.ones(plain.shape[1], dtype=torch.bool)
+        keep[positions] = False
+        assert torch.all(masked[row, positions] == 0)
+        assert torch.equal(masked[row, keep], plain[row, keep])  # padding and every other token untouched

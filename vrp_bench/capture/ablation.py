@@ -166,7 +166,8 @@ class UnitStatistics(_ModuleHook):
 
 
 class ImageTokenMask:
-    """Zero the input embeddings of chosen image tokens: a forward pre-hook on the first decoder layer.
+    """Zero the input of the first decoder layer at chosen image tokens (their input embeddings, after any
+    embedding scaling): a forward pre-hook on that layer.
 
     ``positions[b]`` lists sequence indices of batch row ``b`` (of the padded prompt). The hook acts on the
     prefill call only (the one whose sequence length equals ``prompt_length``); later calls read those tokens

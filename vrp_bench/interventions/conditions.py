@@ -46,8 +46,8 @@ class AblationSettings:
             raise UsageError(f"--ablation_method {self.method!r}: choose from {', '.join(METHODS)}")
         if not self.fractions or any(not 0.0 <= p <= 1.0 for p in self.fractions):
             raise UsageError(f"--fractions {list(self.fractions)}: give fractions between 0 and 1")
-        if len(set(self.fractions)) != len(self.fractions):
-            raise UsageError(f"--fractions {list(self.fractions)}: a fraction is given twice")
+        if len({round(p, 2) for p in self.fractions}) != len(self.fractions):
+            raise UsageError(f"--fractions {list(self.fractions)}: give distinct fractions at least 0.01 apart")
         unknown = [s for s in self.selections if s not in UNIT_SELECTIONS]
         if unknown or not self.selections:
             raise UsageError(f"--ablation_units {','.join(self.selections)}: choose from {', '.join(UNIT_SELECTIONS)}")

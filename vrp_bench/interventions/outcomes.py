@@ -5,8 +5,9 @@ records, and the run's ``AblationRun.context()``), so the section can be recompu
 Only docs the baseline scored count; a doc that fails under a condition is counted in that
 condition's ``n_errors`` and left out of its statistics (never scored as wrong).
 
-Definitions (p: the fraction of units destroyed; acc(p): accuracy under that condition; acc(0) the
-baseline; chance: expected accuracy of a uniform guess among the task's answers):
+Definitions (p: the fraction of units destroyed; acc(0): the baseline accuracy; acc(p): acc(0) plus the
+paired accuracy change under that condition, so failed docs never count as wrong; chance: expected
+accuracy of a uniform guess among the task's answers):
 - accuracy change: acc(p) - acc(0) on the same docs, CI by a paired bootstrap over docs;
 - flip rate: share of docs whose answer differs from the unablated answer;
 - first-token KL: mean KL(unablated || ablated) of the first answer token's distribution, in nats;
@@ -65,19 +66,30 @@ def chance_accuracy(samples: Mapping[str, Sequence[dict[str, Any]]]) -> dict[str
     return chance
 
 
-def robustness_auc(fractions: Sequence[float], accuracy: Sequence[float], baseline: float) -> float | None:
-    """Mean retention acc(p) / acc(0) over the swept range of p (trapezoidal); None if undefined."""
-    if baseline <= 0 or len(fractions) < 2 or fractions[-1] == fractions[0]:
+def _finite(values: Sequence[float] | np.ndarray) -> list[float | None]:
+    """JSON-ready floats: NaN (no accuracy: every doc of the condition failed) becomes None."""
+    return [float(v) if np.isfinite(v) else None for v in values]
+
+
+def robustness_auc(
+    fractions: Sequence[float], accuracy: Sequence[float | None] | np.ndarray, baseline: float
+) -> float | None:
+    """Mean retention acc(p) / acc(0) over the swept range of p (trapezoidal); None if undefined (no
+    baseline accuracy, fewer than two fractions, or a fraction without an accuracy)."""
+    retention = np.array(accuracy, dtype=float) / baseline if baseline > 0 else np.array([np.nan])
+    if len(fractions) < 2 or fractions[-1] == fractions[0] or not np.all(np.isfinite(retention)):
         return None
-    retention = np.asarray(accuracy, dtype=float) / baseline
     p = np.asarray(fractions, dtype=float)
     return float(np.sum((retention[1:] + retention[:-1]) / 2 * np.diff(p)) / (p[-1] - p[0]))
 
 
-def breaking_point(fractions: Sequence[float], accuracy: Sequence[float], baseline: float, chance: float) -> float | None:
-    """Smallest swept p whose accuracy falls below acc(0) - 0.5 (acc(0) - chance); None if none does."""
+def breaking_point(
+    fractions: Sequence[float], accuracy: Sequence[float | None] | np.ndarray, baseline: float, chance: float
+) -> float | None:
+    """Smallest swept p whose accuracy falls below acc(0) - 0.5 (acc(0) - chance); None if none does
+    (fractions without an accuracy are skipped)."""
     threshold = baseline - 0.5 * (baseline - chance)
-    return next((float(p) for p, acc in zip(fractions, accuracy) if acc < threshold), None)
+    return next((float(p) for p, acc in zip(fractions, np.array(accuracy, dtype=float)) if acc < threshold), None)
 
 
 def bottleneck(profile: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -93,7 +105,7 @@ def bottleneck(profile: Sequence[dict[str, Any]]) -> dict[str, Any]:
     usable = [entry for entry in profile if entry["sensitivity"] is not None]
     if len(usable) < 2:
         return {"verdict": None, "most_sensitive_layer": None, "rule": rule,
-                "reason": "needs a sweep over at least 2 layers (--layer all)"}
+                "reason": "needs random-unit curves of at least 2 layers (--layer all with random units)"}
     worst = max(usable, key=lambda entry: entry["sensitivity"])
     others = [entry["sensitivity"] for entry in usable if entry is not worst]
     n_layers = max(entry["layer"] for entry in profile) + 1
@@ -156,9 +168,17 @@ def condition_outcome(
     }
 
 
+def _paired_accuracy(outcome: Mapping[str, Any], baseline: float) -> float | None:
+    """acc(0) + the paired change: the condition's accuracy compared on the docs it answered (failed docs
+    drop out of both sides), placed on the whole run's baseline."""
+    change = outcome["accuracy_change"]["value"]
+    return None if change is None else baseline + change
+
+
 def _curves(outcomes: Sequence[dict[str, Any]], baseline: float, chance: float) -> list[dict[str, Any]]:
-    """Per (layer, space, method, selection): accuracy over p (mean over random seeds, with their spread),
-    robustness AUC (also per seed) and breaking point. Each starts at the layer's p = 0 condition."""
+    """Per (layer, space, method, selection): paired accuracy over p (``_paired_accuracy``; mean over
+    random seeds, with their spread), robustness AUC (also per seed) and breaking point. Each starts at the
+    layer's p = 0 condition (acc(0) itself when it reproduced the baseline, as it must)."""
     units = [o for o in outcomes if o["kind"] == "units"]
     start = {o["layer"]: o for o in units if o["fraction"] == 0.0}
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
@@ -168,24 +188,24 @@ def _curves(outcomes: Sequence[dict[str, Any]], baseline: float, chance: float) 
     curves = []
     for (layer, space, method, selection), members in groups.items():
         fractions = sorted({o["fraction"] for o in members})
-        zero = start[layer]["accuracy"]["mean"] if layer in start else baseline
-        by_seed: dict[int, list[float]] = defaultdict(list)
+        zero = _paired_accuracy(start[layer], baseline) if layer in start else baseline
+        by_seed: dict[int, list[float | None]] = defaultdict(list)
         for p in fractions:
             for o in sorted((o for o in members if o["fraction"] == p), key=lambda o: o["seed"]):
-                by_seed[o["seed"]].append(o["accuracy"]["mean"])
-        table = np.array(list(by_seed.values()), dtype=float)  # [seeds, fractions]
-        mean = [zero, *table.mean(axis=0).tolist()]
+                by_seed[o["seed"]].append(_paired_accuracy(o, baseline))
+        # [seeds, fractions]; a condition where every doc failed has no accuracy (NaN here, null in the report)
+        table = np.array([[zero, *row] for row in by_seed.values()], dtype=float)
+        mean = table.mean(axis=0)
         swept = [0.0, *fractions]
-        seeds_auc = [robustness_auc(swept, [zero, *row], baseline) for row in table.tolist()]
+        several = len(table) > 1
         curves.append({
             "layer": layer, "space": space, "method": method, "selection": selection,
-            "fractions": swept, "accuracy": mean,
-            "accuracy_seed_sd": [0.0, *table.std(axis=0).tolist()] if len(table) > 1 else None,
-            "accuracy_seed_range": ([[zero, zero], *np.stack([table.min(0), table.max(0)], 1).tolist()]
-                                    if len(table) > 1 else None),
+            "fractions": swept, "accuracy": _finite(mean),
+            "accuracy_seed_sd": _finite(table.std(axis=0)) if several else None,
+            "accuracy_seed_range": [_finite(pair) for pair in zip(table.min(0), table.max(0))] if several else None,
             "n_seeds": len(table),
             "robustness_auc": robustness_auc(swept, mean, baseline),
-            "robustness_auc_seeds": seeds_auc if len(table) > 1 else None,
+            "robustness_auc_seeds": [robustness_auc(swept, row, baseline) for row in table] if several else None,
             "breaking_point": breaking_point(swept, mean, baseline, chance),
         })
     return sorted(curves, key=lambda c: (c["layer"], c["selection"]))

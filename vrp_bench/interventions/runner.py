@@ -187,7 +187,7 @@ def _rank_units(units: dict[int, _Units], space: str, run: RunResult, seed: int)
 
 
 def _intervention(condition: Condition, units: dict[int, _Units], model: HFVLM, batch: list[_Sample],
-                  reference: list[Response], seed: int) -> contextlib.AbstractContextManager:
+                  reference: list[Response], seed: int) -> UnitAblation | ImageTokenMask:
     """The hook of ``condition`` for this batch."""
     if condition.kind == "units":
         entry = units[condition.layer]
@@ -296,7 +296,9 @@ def run_ablation(
     seed = run.config.seed
     held_out = held_out_probes(probes)
     with model.without_self_consistency():
-        calibration = [s.request for s in samples[: settings.calibration_docs]]
+        # spread over every task's docs, not the first task only
+        calibration = [s.request for s in samples[:: max(1, len(samples) // settings.calibration_docs)]]
+        calibration = calibration[: settings.calibration_docs]
         with contextlib.ExitStack() as stack, torch.inference_mode():
             for entry in units.values():
                 stack.enter_context(entry.statistics)
@@ -314,8 +316,12 @@ def run_ablation(
                 first_reference = first_reference or reference
                 ablation.reference_mismatches += sum(r.text != s.baseline.prediction for r, s in zip(reference, batch))
                 for condition in conditions:
-                    with _intervention(condition, units, model, batch, reference, seed):
+                    with _intervention(condition, units, model, batch, reference, seed) as hook:
                         responses = model.generate([s.request for s in batch])
+                    if isinstance(hook, ImageTokenMask) and hook.applied != 1:
+                        # the model did not answer the batch in one greedy pass (sampling, beams): not masked
+                        reason = "patch mask not applied: patch masking needs greedy decoding of the whole batch"
+                        responses = [Response.failed(reason) for _ in batch]
                     for sample, response, ref in zip(batch, responses, reference):
                         ablation.records.setdefault(sample.task.name, []).append(
                             _record(condition, sample, response, ref, ablation.tracked_signals, held_out))

@@ -102,7 +102,7 @@ def ablation_table(report: dict[str, Any]) -> list[str]:
         cells = dict(zip(curve["fractions"], curve["accuracy"]))
         spread = dict(zip(curve["fractions"], curve["accuracy_seed_sd"] or []))
         row = [curve["layer"], f"{curve['selection']} ({curve['n_seeds']} seed{'s' * (curve['n_seeds'] > 1)})"]
-        row += ["-" if p not in cells else f"{cells[p]:.3f}" + (f"±{spread[p]:.3f}" if spread.get(p) else "")
+        row += ["-" if cells.get(p) is None else f"{cells[p]:.3f}" + (f"±{spread[p]:.3f}" if spread.get(p) else "")
                 for p in fractions]
         row += [_number(curve["robustness_auc"]), "-" if curve["breaking_point"] is None else f"{curve['breaking_point']:g}"]
         rows.append(row)
@@ -127,6 +127,10 @@ def ablation_table(report: dict[str, Any]) -> list[str]:
     flips = max((c["flip_rate"]["mean"] or 0.0 for c in zero), default=0.0)
     lines.append(f"checks: p = 0 flip rate {flips:.3f}; unablated reference vs baseline answers: "
                  f"{ablation['reference_mismatches']} mismatch(es); hooks removed: {ablation['hooks_removed']}")
+    failed = [c for c in ablation["conditions"] if c["n_errors"]]
+    if failed:
+        lines.append(f"{len(failed)} condition(s) had failed samples (counted, not scored); first: {failed[0]['id']}: "
+                     f"{failed[0]['n_errors']} failed")
     return lines
 
 

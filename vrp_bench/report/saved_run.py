@@ -78,10 +78,12 @@ def load_run(path: Path) -> SavedRun:
         samples[task] = _read_jsonl(sample_path)
     ablation = {}
     if report.get("ablation") is not None:
-        for task in report["results"]:
-            ablation_path = results_path.with_name(f"{stem}_ablation_{task}.jsonl")
-            if ablation_path.is_file():
-                ablation[task] = _read_jsonl(ablation_path)
+        paths = {task: results_path.with_name(f"{stem}_ablation_{task}.jsonl") for task in report["results"]}
+        missing = [path.name for path in paths.values() if not path.is_file()]
+        if missing and len(missing) < len(paths):
+            raise UsageError(f"{missing[0]} is missing beside {results_path.name}: re-scoring the ablation needs "
+                             "every task's per-condition file (or none, to keep the saved section)")
+        ablation = {task: _read_jsonl(path) for task, path in paths.items() if not missing}
     states = read_traces(sorted(results_path.parent.glob(f"{stem}_traces_*.npz")))
     return SavedRun(results_path, report, samples, states, ablation)
 

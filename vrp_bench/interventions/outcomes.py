@@ -34,6 +34,7 @@ from vrp_bench.scoring.sections import (
     ScoringSettings,
     mean_with_ci,
     sample_key,
+    sample_keys,
     scored_records,
 )
 from vrp_bench.scoring.signal_quality import oriented, score_auroc, undefined_entry
@@ -119,14 +120,20 @@ def bottleneck(profile: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {"verdict": verdict, "most_sensitive_layer": worst["layer"], "rule": rule, "reason": None}
 
 
-def _tracked_auroc(records: Sequence[dict[str, Any]], name: str, scoring: ScoringSettings) -> dict[str, Any]:
-    spec = SIGNALS.get(name)
-    kept = [(r["signals"].get(name), bool(r["correct"])) for r in records
-            if (r.get("signals") or {}).get(name) is not None]
-    values = np.array([v for v, _ in kept], dtype=float)
-    correct = np.array([c for _, c in kept], dtype=int)
-    return score_auroc(oriented(values, spec.orientation, spec.probability), correct, seed=scoring.seed,
+def _auroc(pairs: Sequence[tuple[float, bool]], scoring: ScoringSettings, orient: Any = None) -> dict[str, Any]:
+    """AUROC entry (bootstrap CI) of (value, correct) pairs; ``orient`` maps the values first."""
+    values = np.array([v for v, _ in pairs], dtype=float)
+    correct = np.array([c for _, c in pairs], dtype=int)
+    return score_auroc(values if orient is None else orient(values), correct, seed=scoring.seed,
                        n_resamples=scoring.n_resamples, min_samples=scoring.min_samples)
+
+
+def _tracked_auroc(records: Sequence[dict[str, Any]], name: str, scoring: ScoringSettings) -> dict[str, Any]:
+    """AUROC of a registered signal over the records that carry it, in its orientation."""
+    spec = SIGNALS.get(name)
+    pairs = [(r["signals"][name], bool(r["correct"])) for r in records
+             if (r.get("signals") or {}).get(name) is not None]
+    return _auroc(pairs, scoring, lambda values: oriented(values, spec.orientation, spec.probability))
 
 
 def _paired_change(baseline: np.ndarray, ablated: np.ndarray, scoring: ScoringSettings) -> dict[str, Any]:
@@ -151,7 +158,7 @@ def condition_outcome(
     ablated = np.array([float(bool(r["correct"])) for r in scored])
     base = np.array([float(baseline_correct[r["key"]]) for r in scored])
     kl = np.array([r["first_token_kl"] for r in scored if r.get("first_token_kl") is not None], dtype=float)
-    probed = [r for r in scored if r.get("probe_probability") is not None]
+    probed = [(r["probe_probability"], bool(r["correct"])) for r in scored if r.get("probe_probability") is not None]
     return {
         **condition,
         "n": len(scored),
@@ -161,10 +168,8 @@ def condition_outcome(
         "flip_rate": mean_with_ci(np.array([float(bool(r["flipped"])) for r in scored]), scoring),
         "first_token_kl": mean_with_ci(kl, scoring),
         "signal_auroc": {name: _tracked_auroc(scored, name, scoring) for name in signals},
-        "probe_auroc": (score_auroc(np.array([r["probe_probability"] for r in probed]),
-                                    np.array([int(bool(r["correct"])) for r in probed]), seed=scoring.seed,
-                                    n_resamples=scoring.n_resamples, min_samples=scoring.min_samples)
-                        if probed else undefined_entry(0, "no held-out probe (the baseline could not cross-validate one)")),
+        "probe_auroc": (_auroc(probed, scoring) if probed
+                        else undefined_entry(0, "no held-out probe (the baseline could not cross-validate one)")),
     }
 
 
@@ -230,8 +235,7 @@ def ablation_section(
     """The report's ``ablation`` section from the baseline's per-sample records (``samples``, per task),
     every condition's per-sample records (per task) and ``AblationRun.context()``."""
     pooled = scored_records(samples)[POOLED]
-    keys = [sample_key(task, r["doc_id"]) for task, rs in scored_records(samples).items() if task != POOLED
-            for r in rs]
+    keys = sample_keys(samples)
     baseline_correct = {key: bool(r["correct"]) for key, r in zip(keys, pooled)}
     chance_by_key = chance_accuracy(samples)
     correct = np.array([float(v) for v in baseline_correct.values()])
@@ -242,7 +246,6 @@ def ablation_section(
     for task, task_records in records.items():
         for r in task_records:
             by_condition[r["condition"]].append({**r, "key": sample_key(task, r["doc_id"])})
-    baseline_records = [{**r, "key": k} for k, r in zip(keys, pooled)]
     outcomes = [condition_outcome(c, by_condition.get(c["id"], []), baseline_correct, signals, scoring)
                 for c in context["conditions"]]
     curves = _curves(outcomes, baseline, chance)
@@ -262,7 +265,7 @@ def ablation_section(
             "accuracy": mean_with_ci(correct, scoring),
             "chance": chance,
             "chance_method": CHANCE_METHOD,
-            "signal_auroc": {name: _tracked_auroc(baseline_records, name, scoring) for name in signals},
+            "signal_auroc": {name: _tracked_auroc(pooled, name, scoring) for name in signals},
         },
         "conditions": outcomes,
         "curves": curves,

@@ -50,7 +50,7 @@ class AblationRun:
     records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     calibration: dict[str, Any] = field(default_factory=dict)
     reference_mismatches: int = 0
-    restored: bool | None = None
+    hooks_removed: bool | None = None
 
     def context(self) -> dict[str, Any]:
         """Everything ``outcomes.ablation_section`` needs besides the records (JSON-ready; a saved section
@@ -63,7 +63,7 @@ class AblationRun:
             "tracked_signals": self.tracked_signals,
             "calibration": self.calibration,
             "reference_mismatches": self.reference_mismatches,
-            "hooks_removed": self.restored,
+            "hooks_removed": self.hooks_removed,
         }
 
 
@@ -186,20 +186,33 @@ def _rank_units(units: dict[int, _Units], space: str, run: RunResult, seed: int)
             entry.ranking = (np.abs((direction @ down).numpy()) * entry.statistics.std.numpy())
 
 
+@dataclass
+class _ImageTokens:
+    """Where a batch's image tokens sit in its left-padded prompt (what patch masking addresses)."""
+
+    spans: list[torch.Tensor]
+    prompt_length: int
+
+    @classmethod
+    def of(cls, model: HFVLM, batch: list[_Sample]) -> _ImageTokens:
+        input_ids = model.encode([s.request for s in batch])["input_ids"].cpu()
+        return cls(model.adapter.image_token_span(input_ids), input_ids.shape[1])
+
+
 def _intervention(condition: Condition, units: dict[int, _Units], model: HFVLM, batch: list[_Sample],
-                  reference: list[Response], seed: int) -> UnitAblation | ImageTokenMask:
-    """The hook of ``condition`` for this batch."""
+                  reference: list[Response], image_tokens: _ImageTokens | None, seed: int,
+                  ) -> UnitAblation | ImageTokenMask:
+    """The hook of ``condition`` for this batch (``image_tokens``: the batch's layout, for patch conditions)."""
     if condition.kind == "units":
         entry = units[condition.layer]
         ranking = entry.ranking if condition.selection == "probe" else None
-        chosen = choose_units(entry.size, condition.fraction, seed=seed * 1000 + condition.seed, ranking=ranking)
+        unit_seed = seed * 1000 + condition.seed
+        chosen = choose_units(entry.size, condition.fraction, seed=unit_seed, ranking=ranking)
         stats = {"mean": entry.statistics.mean, "scale": entry.statistics.std} if condition.method != "zero" else {}
-        return UnitAblation(entry.module, chosen, condition.method, entry.where, seed=seed * 1000 + condition.seed,
-                            **stats)
-    input_ids = model.encode([s.request for s in batch])["input_ids"].cpu()
-    spans = model.adapter.image_token_span(input_ids)
+        return UnitAblation(entry.module, chosen, condition.method, entry.where, seed=unit_seed, **stats)
+    assert image_tokens is not None
     positions = []
-    for sample, span, response in zip(batch, spans, reference):
+    for sample, span, response in zip(batch, image_tokens.spans, reference):
         attention = response.traces.get("answer_attention_first")
         if attention is None or len(span) == 0:
             positions.append([])
@@ -208,7 +221,7 @@ def _intervention(condition: Condition, units: dict[int, _Units], model: HFVLM, 
                              seed=[seed, condition.seed, sample.baseline.doc_id])
         positions.append(span[cells].tolist())
     first_layer = model.adapter.decoder_layers(model.model)[0]
-    return ImageTokenMask(first_layer, positions, input_ids.shape[1])
+    return ImageTokenMask(first_layer, positions, image_tokens.prompt_length)
 
 
 def masked_cells(attention: np.ndarray, selection: str, fraction: float, seed: Sequence[int]) -> np.ndarray:
@@ -315,8 +328,9 @@ def run_ablation(
                 reference = model.generate([s.request for s in batch])
                 first_reference = first_reference or reference
                 ablation.reference_mismatches += sum(r.text != s.baseline.prediction for r, s in zip(reference, batch))
+                image_tokens = _ImageTokens.of(model, batch) if settings.patch_fraction > 0 else None
                 for condition in conditions:
-                    with _intervention(condition, units, model, batch, reference, seed) as hook:
+                    with _intervention(condition, units, model, batch, reference, image_tokens, seed) as hook:
                         responses = model.generate([s.request for s in batch])
                     if isinstance(hook, ImageTokenMask) and hook.applied != 1:
                         # the model did not answer the batch in one greedy pass (sampling, beams): not masked
@@ -332,7 +346,7 @@ def run_ablation(
                 bar.close()
         # every hook is off again: the first batch must get exactly the answers and distributions it got first
         again = model.generate([s.request for s in next(_batches(samples, run.config.batch_size))])
-        ablation.restored = all(
+        ablation.hooks_removed = all(
             a.text == r.text and np.array_equal(a.traces.get("first_token_logprobs"), r.traces.get("first_token_logprobs"))
             for a, r in zip(again, first_reference))
     return ablation

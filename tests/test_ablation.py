@@ -15,7 +15,7 @@ from vrp_bench.interventions.outcomes import bottleneck, breaking_point, chance_
 from vrp_bench.interventions.runner import first_token_kl, masked_cells
 from vrp_bench.api.instance import Response
 from vrp_bench.report.schema import schema_problems
-from vrp_bench.scoring.sections import ScoringSettings
+from vrp_bench.scoring.settings import ScoringSettings
 
 FAMILIES = ["llava", "paligemma", "qwen2_vl", "qwen2_5_vl"]
 
@@ -161,7 +161,7 @@ def test_full_destruction_changes_accuracy_beyond_its_ci(cli, tmp_path, family) 
     code, out, err = cli("ablate", "--model", model, "--tasks", "vrp_shapes_color,vrp_shapes_exists_random",
                          "--limit", 30, "--batch_size", 16, "--sc_samples", 0, "--layer", 2,
                          "--fractions", "0,0.5,1", "--ablation_seeds", 2, "--patch_fraction", 0.3,
-                         "--bootstrap_resamples", 200, "--output_path", tmp_path, "--log_samples")
+                         "--bootstrap_resamples", 200, "--permutations", 5, "--cv_repeats", 1, "--output_path", tmp_path, "--log_samples")
     assert code == 0, err
     ablation = _report(tmp_path, model)["ablation"]
     by_id = {c["id"]: c for c in ablation["conditions"]}
@@ -187,7 +187,7 @@ def test_layer_sweep_on_tiny_paligemma_writes_a_profile_and_rescores(cli, tmp_pa
     code, out, err = cli("ablate", "--model", "tiny_paligemma", "--tasks", "vrp_shapes", "--layer", "all",
                          "--limit", 8, "--batch_size", 16, "--sc_samples", 0, "--fractions", "0,0.5,1",
                          "--ablation_seeds", 2, "--ablation_method", "noise", "--ablation_space", "mlp",
-                         "--bootstrap_resamples", 200, "--output_path", tmp_path, "--log_samples")
+                         "--bootstrap_resamples", 200, "--permutations", 5, "--cv_repeats", 1, "--output_path", tmp_path, "--log_samples")
     assert code == 0, err
     report = _report(tmp_path, "tiny_paligemma")
     ablation = report["ablation"]
@@ -233,7 +233,7 @@ def test_run_with_ablate_puts_the_section_in_the_same_report(cli, tmp_path) -> N
     code, out, err = cli("run", "--ablate", "--model", "tiny_llava", "--tasks", "vrp_shapes_color", "--limit", 6,
                          "--sc_samples", 0, "--layer", 1, "--fractions", "0,1", "--ablation_seeds", 1,
                          "--ablation_units", "random", "--patch_fraction", 0, "--ablation_method", "mean",
-                         "--bootstrap_resamples", 100, "--output_path", tmp_path)
+                         "--bootstrap_resamples", 100, "--permutations", 5, "--cv_repeats", 1, "--output_path", tmp_path)
     assert code == 0, err
     ablation = _report(tmp_path, "tiny_llava")["ablation"]
     assert [c["id"] for c in ablation["conditions"]] == ["L1/residual/mean/p0.00", "L1/residual/mean/random-s0/p1.00"]

@@ -55,7 +55,8 @@ def planted_run(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("planted")
     code = main(["--model", "planted", "--tasks", "vrp_shapes", "--limit", "60", "--output_path", str(out),
-                 "--log_samples", "--save_traces", "--bootstrap_resamples", "300"])
+                 "--log_samples", "--save_traces", "--bootstrap_resamples", "300", "--permutations", "19",
+                 "--cv_repeats", "2"])
     assert code == 0
     return out / "planted"
 
@@ -66,19 +67,22 @@ def results_of(folder: Path) -> dict:
 
 def test_planted_relations_are_recovered_out_of_fold(planted_run: Path) -> None:
     report = results_of(planted_run)
-    pooled = report["signals"]["pooled"]
-    assert pooled["n"] == 360
-    p_tok = pooled["signals"]["p_tok"]["statistics"]["auroc"]
-    assert p_tok["ci"][0] > 0.75
-    h_s = pooled["signals"]["h_s"]["statistics"]["r_pb"]
+    within = report["signals"]["within_task"]
+    assert within["n"] == 360
+    p_tok = within["signals"]["p_tok"]["statistics"]["auroc"]
+    assert p_tok["ci"][0] > 0.75 and within["signals"]["p_tok"]["n_strata"] == 6
+    h_s = within["signals"]["h_s"]["statistics"]["r_pb"]
     assert h_s["ci"][0] < 0 < h_s["ci"][1]
     probe = report["probes"]["hidden_last_prompt"]
     assert probe["nested"]["auroc"]["value"] > 0.8
     assert probe["nested"]["chosen_layers"] == [1] * 5
-    assert 0.4 <= probe["shuffled_control"]["auroc"]["value"] <= 0.6
+    assert probe["nested"]["permutation_test"]["p_value"] == pytest.approx(1 / 20)
+    assert 0.4 <= probe["nested"]["permutation_test"]["null_mean"] <= 0.6
     assert report["probes"]["hidden_first_answer"]["reason"].startswith("no hidden states")
-    assert report["summary"]["best_signal"]["name"] in ("p_tok", "p_tok_prob", "min_logprob", "perplexity")
-    assert report["verdicts"]["cluster_failure"]["signals"]["h_s"]["zero_in_ci"] is True
+    best = report["summary"]["best_signal"]
+    assert {best["name"], *best["same_ranking_as"]} == {"p_tok", "p_tok_prob", "min_logprob", "perplexity"}
+    assert best["n"] == 180 and best["ci"][0] > 0.7  # chosen on one half, reported on the other
+    assert report["verdicts"]["cluster_failure"]["status"] != "does_not_hold"
     assert report["layers"]["h_s_layers"][0]["correct"]["n"] + report["layers"]["h_s_layers"][0]["incorrect"]["n"] == 360
 
 
@@ -95,7 +99,7 @@ def test_score_reproduces_the_run_exactly(planted_run: Path, cli, tmp_path: Path
     code, out, err = cli("score", planted_run, "--output", tmp_path / "rescored.json")
     assert code == 0, err
     original, rescored = results_of(planted_run), json.loads((tmp_path / "rescored.json").read_text())
-    for section in ("signals", "fusion", "probes", "layers", "verdicts", "summary"):
+    for section in ("signals", "diagnostics", "fusion", "probes", "layers", "verdicts", "summary"):
         assert rescored[section] == original[section], section
     assert "Reliability signals" in out
 
@@ -103,13 +107,13 @@ def test_score_reproduces_the_run_exactly(planted_run: Path, cli, tmp_path: Path
 def test_validate_accepts_runs_and_names_the_broken_path(planted_run: Path, cli, tmp_path: Path) -> None:
     path = next(planted_run.glob("*_results.json"))
     code, out, _ = cli("validate", path)
-    assert code == 0 and "valid vrp-report/1" in out
+    assert code == 0 and "valid vrp-report/2" in out
     broken = json.loads(path.read_text())
-    broken["signals"]["pooled"]["signals"]["p_tok"]["statistics"]["auroc"]["value"] = "high"
+    broken["signals"]["within_task"]["signals"]["p_tok"]["statistics"]["auroc"]["value"] = "high"
     (tmp_path / "broken.json").write_text(json.dumps(broken))
     code, _, err = cli("validate", tmp_path / "broken.json")
     assert code == 2
-    assert "$.signals.pooled.signals.p_tok.statistics.auroc.value" in err and len(err.strip().splitlines()) == 1
+    assert "$.signals.within_task.signals.p_tok.statistics.auroc.value" in err and len(err.strip().splitlines()) == 1
     (tmp_path / "not.json").write_text("{oops")
     code, _, err = cli("validate", tmp_path / "not.json")
     assert code == 2 and "not JSON" in err
@@ -117,7 +121,7 @@ def test_validate_accepts_runs_and_names_the_broken_path(planted_run: Path, cli,
 
 def test_show_prints_the_summary_again(planted_run: Path, cli) -> None:
     code, out, _ = cli("show", next(planted_run.glob("*_results.json")))
-    assert code == 0 and "AUROC [95% CI]" in out and "vrp_shapes_color" in out
+    assert code == 0 and "AUROC within [95% CI]" in out and "vrp_shapes_color" in out
 
 
 def test_score_needs_the_sample_files(cli, tmp_path: Path) -> None:

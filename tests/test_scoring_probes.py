@@ -9,10 +9,18 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from vrp_bench.scoring.fusion import fuse_signals
+from vrp_bench.scoring.heldout import HeldOutDesign
 from vrp_bench.scoring.probes import load_probes, run_probes, save_probes
-from vrp_bench.scoring.signal_quality import score_signal
+from vrp_bench.scoring.signal_quality import ScoringOptions, score_signal
 
 N, LAYERS, HIDDEN, PLANTED = 300, 3, 8, 1
+FAST = HeldOutDesign(repeats=2, permutations=39)
+
+
+def probes(features: np.ndarray, y: np.ndarray, ids: list[str], n_resamples: int = 200, **kwargs):
+    """``run_probes`` on one task, a quick design (2 repeats, 39 permutations)."""
+    return run_probes(features, y, ids, ["vrp_shapes"] * len(y), design=FAST,
+                      options=ScoringOptions(seed=0, n_resamples=n_resamples), **kwargs)
 
 
 def planted_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -27,7 +35,7 @@ def planted_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
 @pytest.fixture(scope="module")
 def planted():
     features, y, ids = planted_data()
-    result, fits = run_probes(features, y, ids, seed=0, n_resamples=200, layer_ids=[10, 11, 12], last_k=2)
+    result, fits = probes(features, y, ids, n_resamples=200, layer_ids=[10, 11, 12], last_k=2)
     return features, y, ids, result, fits
 
 
@@ -38,7 +46,10 @@ def test_planted_layer_wins_and_nested_selection_finds_it(planted):
     assert result["nested"]["chosen_layers"] == [11] * 5
     assert result["nested"]["auroc"]["value"] > 0.7 and result["nested"]["auroc"]["ci"] is not None
     assert len(result["nested"]["inner_auroc"]) == 5 and all(len(row) == 3 for row in result["nested"]["inner_auroc"])
-    assert 0.4 <= result["shuffled_control"]["auroc"]["value"] <= 0.6
+    test = result["nested"]["permutation_test"]
+    assert test["p_value"] == pytest.approx(1 / 40) and test["n_permutations"] == 39 and test["within"] == "task"
+    assert 0.4 <= test["null_mean"] <= 0.6 and test["null_band"][1] < result["nested"]["auroc"]["value"]
+    assert len(result["nested"]["auroc"]["repeats"]) == 2 and result["nested"]["seeds"] == [0, 1]
     assert result["last_k_combined"]["layers"] == [11, 12] and result["last_k_combined"]["auroc"]["value"] > 0.6
     assert result["reason"] is None and result["n"] == N and result["kind"] == "logistic"
     json.dumps(result)  # JSON-ready
@@ -59,7 +70,7 @@ def test_each_prediction_comes_from_a_probe_that_never_saw_the_sample(planted):
         z = (x - probe.arrays["scaler_mean"]) / probe.arrays["scaler_scale"]
         recomputed = 1.0 / (1.0 + np.exp(-(z @ probe.arrays["coef"] + probe.arrays["intercept"][0])))
         np.testing.assert_allclose(fits.oof_probability["nested"][test], recomputed, rtol=1e-5)
-    assert result["nested"]["auroc"]["value"] == pytest.approx(roc_auc_score(y, fits.oof_probability["nested"]))
+    assert result["nested"]["auroc"]["repeats"][0] == pytest.approx(roc_auc_score(y, fits.oof_probability["nested"]))
 
 
 def test_layer_choice_of_a_fold_ignores_that_folds_test_samples(planted):
@@ -68,14 +79,14 @@ def test_layer_choice_of_a_fold_ignores_that_folds_test_samples(planted):
     test = [ids.index(doc) for doc in fold0.test_doc_ids]
     changed = features.copy()
     changed[test] = np.random.default_rng(1).normal(size=changed[test].shape)  # same labels: same splits
-    again, _ = run_probes(changed, y, ids, seed=0, n_resamples=50, layer_ids=[10, 11, 12], last_k=2)
+    again, _ = probes(changed, y, ids, n_resamples=50, layer_ids=[10, 11, 12], last_k=2)
     assert again["nested"]["inner_auroc"][0] == result["nested"]["inner_auroc"][0]
     assert again["nested"]["inner_auroc"][1:] != result["nested"]["inner_auroc"][1:]
 
 
 def test_probes_are_seeded_and_round_trip_through_save(planted, tmp_path):
     features, y, ids, result, fits = planted
-    again, fits_again = run_probes(features, y, ids, seed=0, n_resamples=200, layer_ids=[10, 11, 12], last_k=2)
+    again, fits_again = probes(features, y, ids, n_resamples=200, layer_ids=[10, 11, 12], last_k=2)
     assert again == result
     npz_path, json_path = save_probes(fits, tmp_path / "probes" / "llava")
     assert npz_path.name == "llava.npz" and json_path.name == "llava.json"
@@ -97,21 +108,22 @@ def test_probes_are_seeded_and_round_trip_through_save(planted, tmp_path):
 @pytest.mark.parametrize("kind", ["l1", "mlp"])
 def test_other_probe_kinds_find_the_planted_layer(kind):
     features, y, ids = planted_data(seed=3)
-    result, fits = run_probes(features, y, ids, kind=kind, seed=0, n_resamples=50)
+    result, fits = run_probes(features, y, ids, ["vrp_shapes"] * N, kind=kind, design=HeldOutDesign(1, 0),
+                              options=ScoringOptions(n_resamples=50))
     assert result["kind"] == kind and result["nested"]["chosen_layers"] == [PLANTED] * 5
-    assert result["nested"]["auroc"]["value"] > 0.6
+    assert result["nested"]["auroc"]["value"] > 0.6 and result["nested"]["permutation_test"]["p_value"] is None
     weights = "weights_1" if kind == "mlp" else "coef"
     assert all(weights in probe.arrays for probe in fits.folds)
 
 
 def test_probes_refuse_data_that_cannot_be_cross_validated():
     features, y, ids = planted_data()
-    result, fits = run_probes(features, np.ones(N, dtype=int), ids, seed=0)
+    result, fits = probes(features, np.ones(N, dtype=int), ids)
     assert fits is None and result["nested"] is None and "smaller class has 0" in result["reason"]
-    result, fits = run_probes(features[:8], y[:8], ids[:8], seed=0)
+    result, fits = probes(features[:8], y[:8], ids[:8])
     assert fits is None and "min_samples" in result["reason"]
     with pytest.raises(ValueError, match="unique"):
-        run_probes(features, y, ["same"] * N, seed=0)
+        probes(features, y, ["same"] * N)
 
 
 def test_fusion_is_out_of_fold_and_scores_like_any_signal():
@@ -135,7 +147,7 @@ def test_fusion_is_out_of_fold_and_scores_like_any_signal():
         logit = fold["intercept"] + fold["coef"]["entropy"] * z + fold["coef"]["noise"] * noise_z
         expected = 1.0 / (1.0 + np.exp(-logit))
         np.testing.assert_allclose([fused["oof_probability"][i] for i in fold["test_samples"]], expected, rtol=1e-9)
-    scored = score_signal(fused["oof_probability"], y, 1, probability=True, seed=0, n_resamples=100)
+    scored = score_signal(fused["oof_probability"], y, 1, probability=True, options=ScoringOptions(n_resamples=100))
     assert scored["n"] == 380 and scored["statistics"]["auroc"]["value"] > 0.8 and "brier" in scored["statistics"]
     json.dumps(fused)
     assert fuse_signals({"entropy": list(informative)}, np.ones(400), seed=0)["reason"] is not None

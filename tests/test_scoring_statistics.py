@@ -11,7 +11,7 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 
 from vrp_bench.scoring import statistics as st
 from vrp_bench.scoring.bootstrap import bootstrap_ci, percentile_ci, resample_weights
-from vrp_bench.scoring.signal_quality import score_signal
+from vrp_bench.scoring.signal_quality import ScoringOptions, score_signal
 from vrp_bench.scoring.statistics import UndefinedStatistic
 from vrp_bench.scoring.tally import Tally
 
@@ -160,17 +160,17 @@ def test_other_undefined_and_invalid_inputs():
 
 
 def test_score_signal_reports_undefined_statistics_with_reasons_not_values():
-    one_class = score_signal(list(np.arange(30.0)), np.ones(30), 1, seed=0)
+    one_class = score_signal(list(np.arange(30.0)), np.ones(30), 1, options=ScoringOptions(seed=0))
     for name, entry in one_class["statistics"].items():
         assert entry["value"] is None and entry["ci"] is None and "one class" in entry["reason"], name
-    empty = score_signal([None] * 12, [1, 0] * 6, 1, seed=0)
+    empty = score_signal([None] * 12, [1, 0] * 6, 1, options=ScoringOptions(seed=0))
     assert empty["n"] == 0 and empty["n_dropped"] == 12 and empty["positive_rate"] is None
     assert all(e["value"] is None and e["reason"] for e in empty["statistics"].values())
 
 
 def test_ci_is_null_with_reason_when_too_many_resamples_are_undefined():
     y = np.r_[np.zeros(1), np.ones(29)]  # a resample misses the one wrong sample with probability 0.36
-    entry = score_signal(list(np.arange(30.0)), y, 1, seed=0, n_resamples=200)["statistics"]["auroc"]
+    entry = score_signal(list(np.arange(30.0)), y, 1, options=ScoringOptions(seed=0, n_resamples=200))["statistics"]["auroc"]
     assert entry["value"] == pytest.approx(1.0)
     assert entry["ci"] is None and "resamples" in entry["reason"] and entry["n_undefined_resamples"] > 10
     few = percentile_ci(np.r_[np.full(3, np.nan), np.linspace(0, 1, 97)])
@@ -184,8 +184,8 @@ def test_score_signal_shape_orientation_and_dropping(tied_data):
     s, y = tied_data
     values = [None if i % 10 == 0 else float(v) for i, v in enumerate(s)]
     kept = np.array([i % 10 != 0 for i in range(len(s))])
-    up = score_signal(values, y, 1, seed=1, n_resamples=300)
-    down = score_signal([None if v is None else -v for v in values], y, -1, seed=1, n_resamples=300)
+    up = score_signal(values, y, 1, options=ScoringOptions(seed=1, n_resamples=300))
+    down = score_signal([None if v is None else -v for v in values], y, -1, options=ScoringOptions(seed=1, n_resamples=300))
     assert up["n"] == kept.sum() and up["n_dropped"] == 30 and up["orientation"] == 1
     assert up["n_correct"] == y[kept].sum() and up["positive_rate"] == pytest.approx(y[kept].mean())
     assert set(up["statistics"]) == {
@@ -205,21 +205,21 @@ def test_score_signal_shape_orientation_and_dropping(tied_data):
 def test_score_signal_probability_adds_calibration(tied_data):
     s, y = tied_data
     p = 1.0 / (1.0 + np.exp(-s))
-    scored = score_signal(list(p), y, 1, probability=True, seed=0, n_resamples=200)
+    scored = score_signal(list(p), y, 1, probability=True, options=ScoringOptions(seed=0, n_resamples=200))
     assert scored["statistics"]["ece"]["binning"] == "15 equal-width bins on [0, 1]"
     assert scored["statistics"]["ece"]["value"] == pytest.approx(st.ece(p, y))
     assert scored["statistics"]["brier"]["value"] == pytest.approx(brier_score_loss(y, p))
-    wrong_probability = score_signal(list(1.0 - p), y, -1, probability=True, seed=0, n_resamples=200)
+    wrong_probability = score_signal(list(1.0 - p), y, -1, probability=True, options=ScoringOptions(seed=0, n_resamples=200))
     assert wrong_probability["statistics"]["brier"]["value"] == pytest.approx(brier_score_loss(y, p))
-    assert "ece" not in score_signal(list(p), y, 1, seed=0, n_resamples=200)["statistics"]
+    assert "ece" not in score_signal(list(p), y, 1, options=ScoringOptions(seed=0, n_resamples=200))["statistics"]
 
 
 def test_score_signal_is_seeded(tied_data):
     s, y = tied_data
-    first = score_signal(list(s), y, 1, seed=5, n_resamples=200)
-    assert first == score_signal(list(s), y, 1, seed=5, n_resamples=200)
-    assert first != score_signal(list(s), y, 1, seed=6, n_resamples=200)
-    one_per_group = score_signal(list(s), y, 1, seed=5, n_resamples=200, groups=np.arange(len(s)))
+    first = score_signal(list(s), y, 1, options=ScoringOptions(seed=5, n_resamples=200))
+    assert first == score_signal(list(s), y, 1, options=ScoringOptions(seed=5, n_resamples=200))
+    assert first != score_signal(list(s), y, 1, options=ScoringOptions(seed=6, n_resamples=200))
+    one_per_group = score_signal(list(s), y, 1, options=ScoringOptions(seed=5, n_resamples=200), groups=np.arange(len(s)))
     assert one_per_group["statistics"] == first["statistics"] and one_per_group["bootstrap"]["unit"] == "group"
 
 

@@ -19,7 +19,8 @@ GRID_CELLS = {"llava": 64, "paligemma": 64, "qwen2_vl": 16, "qwen2_5_vl": 16}
 
 def run(cli, out: Path, family: str, *extra: str) -> list[dict]:
     code, _, err = cli("--model", f"tiny_{family}", "--tasks", "vrp_shapes", "--limit", "6", "--batch_size", "4",
-                       "--output_path", out, "--log_samples", "--bootstrap_resamples", "100", *extra)
+                       "--output_path", out, "--log_samples", "--bootstrap_resamples", "100", "--permutations", "5",
+                       "--cv_repeats", "1", *extra)
     assert code == 0, err
     return [json.loads(line) for path in sorted((out / f"tiny_{family}").glob("*_samples_*.jsonl"))
             for line in path.read_text().splitlines()]
@@ -54,20 +55,22 @@ def test_answers_are_identical_with_capture_on_and_off(cli, tmp_path: Path) -> N
     assert code == 0, err
     original = json.loads(next((tmp_path / "on" / "tiny_qwen2_5_vl").glob("*_results.json")).read_text())
     rescored = json.loads((tmp_path / "rescored.json").read_text())
-    for section in ("signals", "probes", "layers", "summary"):
+    for section in ("signals", "diagnostics", "probes", "layers", "verdicts", "summary"):
         assert rescored[section] == original[section]
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
-def test_probe_control_is_at_chance_and_scores_are_held_out(cli, tmp_path: Path, family: str) -> None:
+def test_probe_null_is_at_chance_and_scores_are_held_out(cli, tmp_path: Path, family: str) -> None:
     code, _, err = cli("--model", f"tiny_{family}", "--tasks", "vrp_shapes", "--limit", "50", "--batch_size", "8",
-                       "--sc_samples", "0", "--output_path", tmp_path, "--bootstrap_resamples", "200")
+                       "--sc_samples", "0", "--output_path", tmp_path, "--bootstrap_resamples", "200",
+                       "--permutations", "20", "--cv_repeats", "2")
     assert code == 0, err
     folder = tmp_path / f"tiny_{family}"
     report = json.loads(next(folder.glob("*_results.json")).read_text())
     probe = report["probes"]["hidden_last_prompt"]
-    assert 0.4 <= probe["shuffled_control"]["auroc"]["value"] <= 0.6
-    assert probe["nested"]["auroc"]["n"] == report["signals"]["pooled"]["n"] == 300
+    null = probe["nested"]["permutation_test"]
+    assert 0.4 <= null["null_mean"] <= 0.6 and null["n_permutations"] == 20 and null["null_band"][0] < 0.5
+    assert probe["nested"]["auroc"]["n"] == report["signals"]["within_task"]["n"] == 300
     meta = json.loads(next(folder.glob("*_probes_hidden_last_prompt.json")).read_text())
     nested = [fold for fold in meta["folds"] if fold["pipeline"] == "nested"]
     tested = [doc for fold in nested for doc in fold["test_doc_ids"]]

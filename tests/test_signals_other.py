@@ -150,7 +150,10 @@ def test_every_key_has_a_spec_and_every_spec_reads_real_capture_fields():
     assert orientation["p_tok"] == 1 and orientation["mean_entropy"] == -1 and orientation["h_s"] == -1
     assert orientation["grounding_mass"] == 1 and orientation["sc_entropy"] == -1
     assert orientation["sc_agreement"] == 1
-    assert orientation["truth_margin"] is None  # reads the reference answer: measured, never scored
+    reads = {name: spec.reference for name, spec in SIGNALS.items() if spec.reference is not None}
+    assert reads == {"truth_margin": "target", "truth_margin_layers": "target", "sc_majority_correct": "target",
+                     **{name: "boxes" for name in SIGNALS if "boxes" in SIGNALS.get(name).needs}}
+    assert SIGNALS.get("sc_agreement").calibrated_against == "sc_majority_correct"
 
 
 def assert_plain_json(value: object) -> None:

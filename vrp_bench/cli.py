@@ -89,6 +89,44 @@ def cli() -> None:
     """VRP-Bench: how well do a VLM's reliability signals predict whether its answers are right?"""
 
 
+# Scoring flag -> ScoringSettings field.
+_SCORING_FIELDS = {"probe_kind": "probe_kind", "bootstrap_resamples": "n_resamples", "cv_repeats": "repeats",
+                   "permutations": "permutations", "equivalence_margin": "equivalence_margin"}
+
+
+def _scoring_options(rescoring: bool) -> list[Any]:
+    """The flags that set ``ScoringSettings``: defaults for a run; for ``score`` none (the run's settings)."""
+    from vrp_bench.scoring.settings import ScoringSettings
+
+    defaults = ScoringSettings()
+
+    def option(flag: str, kind: Any, field: str, text: str) -> Any:
+        default = None if rescoring else getattr(defaults, field)
+        spellings = dict.fromkeys((f"--{flag}", f"--{flag.replace('_', '-')}"))  # one when there is no "_"
+        return click.option(*spellings, flag, type=kind, default=default,
+                            show_default=not rescoring, help=text + (" (default: the run's)" if rescoring else ""))
+
+    return [
+        option("probe_kind", click.Choice(["logistic", "mlp", "l1"]), "probe_kind", "Hidden-state probe."),
+        option("bootstrap_resamples", click.IntRange(min=100), "n_resamples",
+               "Bootstrap resamples for every confidence interval."),
+        option("cv_repeats", click.IntRange(min=1), "repeats",
+               "Repeated cross-validation seeds of probes and fusion (their CIs include retraining)."),
+        option("permutations", click.IntRange(min=0), "permutations",
+               "Within-task label permutations of the probe / fusion permutation test (0 skips it)."),
+        option("equivalence_margin", click.FloatRange(min=0, max=0.5, min_open=True), "equivalence_margin",
+               "Verdicts: \"no relation\" means within-task AUROC inside 0.5 +/- this."),
+    ]
+
+
+def _scoring_settings(options: dict[str, Any], base: Any) -> Any:
+    """``base`` (ScoringSettings) with every scoring flag that was given."""
+    from dataclasses import replace
+
+    return replace(base, **{field: options[flag] for flag, field in _SCORING_FIELDS.items()
+                            if options.get(flag) is not None})
+
+
 _RUN_OPTIONS = [
     click.option("--model", required=True, help="Registered model name (see `vrp-bench models`)."),
     click.option("--model_args", "--model-args", "model_args", default="", help="k=v,k=v passed to the model."),
@@ -110,11 +148,7 @@ _RUN_OPTIONS = [
                  help="Self-consistency samples per doc (0 disables); same as --model_args sc_samples=K."),
     click.option("--save_traces", "--save-traces", "save_traces", is_flag=True,
                  help="Also write hidden states (float16 .npz per task) for re-scoring probes later."),
-    click.option("--probe_kind", "--probe-kind", "probe_kind", type=click.Choice(["logistic", "mlp", "l1"]),
-                 default="logistic", show_default=True, help="Hidden-state probe."),
-    click.option("--bootstrap_resamples", "--bootstrap-resamples", "bootstrap_resamples",
-                 type=click.IntRange(min=100), default=1000, show_default=True,
-                 help="Bootstrap resamples for every confidence interval."),
+    *_scoring_options(rescoring=False),
     click.option("--verbosity", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
                  default="INFO", show_default=True),
 ]
@@ -201,14 +235,15 @@ def _run(options: dict[str, Any], ablation_settings: AblationSettings | None) ->
     """The run (and, with ``ablation_settings``, the ablation sweep): evaluate, score, report, write."""
     from tqdm import tqdm
 
-    from vrp_bench.api.files import write_files_atomically
+    from vrp_bench.api.files import content_hash, write_files_atomically
     from vrp_bench.api.task_index import TaskIndex
     from vrp_bench.evaluator import RunConfig, evaluate
     from vrp_bench.report.console import summary_table
     from vrp_bench.report.results import build_report, hidden_states, probe_files, sample_logs, traces_npz
     from vrp_bench.report.schema import require_valid
     from vrp_bench.report.writer import check_writable, json_text, jsonl_text
-    from vrp_bench.scoring.sections import ScoringSettings, score_sections
+    from vrp_bench.scoring.sections import score_sections
+    from vrp_bench.scoring.settings import ScoringSettings
 
     _configure_logging(options["verbosity"])
     _load_registries()
@@ -252,10 +287,10 @@ def _run(options: dict[str, Any], ablation_settings: AblationSettings | None) ->
         progress=progress("docs"),
         check_model=check_model,
     )
-    scoring = ScoringSettings(seed=config.seed, n_resamples=options["bootstrap_resamples"],
-                              probe_kind=options["probe_kind"])
+    scoring = _scoring_settings(options, ScoringSettings(seed=config.seed))
     samples, states = sample_logs(result), hidden_states(result)
-    sections, probe_fits = score_sections(samples, states, scoring)
+    metadata = {name: task_result.task.config.metadata for name, task_result in result.results.items()}
+    sections, probe_fits = score_sections(samples, states, scoring, metadata)
     ablation_section, ablation_records = None, {}
     if ablation_settings is not None:
         from vrp_bench.interventions import ablation_section as build_ablation_section
@@ -265,26 +300,29 @@ def _run(options: dict[str, Any], ablation_settings: AblationSettings | None) ->
                                 progress=progress("ablation"))
         ablation_records = ablation.records
         ablation_section = build_ablation_section(samples, ablation_records, ablation.context(), scoring)
+    stamp = datetime.fromtimestamp(started, timezone.utc).strftime("%Y-%m-%dT%H-%M-%S.%f")
+    files: dict[Path, str | bytes] = {}  # written beside the report, which records their hashes
+    if run_folder is not None:
+        if options["log_samples"]:
+            for task, records in samples.items():
+                files[run_folder / f"{stamp}_samples_{task}.jsonl"] = jsonl_text(records)
+            for task, records in ablation_records.items():
+                files[run_folder / f"{stamp}_ablation_{task}.jsonl"] = jsonl_text(records)
+        if options["save_traces"]:
+            for task, task_result in result.results.items():
+                traces = traces_npz(task_result)
+                if traces is not None:
+                    files[run_folder / f"{stamp}_traces_{task}.npz"] = traces
+        for position, fits in probe_fits.items():
+            files.update(probe_files(fits, run_folder / f"{stamp}_probes_{position}"))
     command_line = " ".join(shlex.quote(a) for a in ["vrp-bench", *sys.argv[1:]])
-    report = build_report(result, command_line, started, sections, scoring, ablation_section)
+    hashes = {path.name: content_hash(content) for path, content in files.items()}
+    report = build_report(result, command_line, started, sections, scoring, hashes, ablation_section)
     require_valid(report)
     click.echo(summary_table(report))
     if run_folder is None:
         return
-    stamp = datetime.fromtimestamp(started, timezone.utc).strftime("%Y-%m-%dT%H-%M-%S.%f")
-    files: dict[Path, str | bytes] = {run_folder / f"{stamp}_results.json": json_text(report)}
-    if options["log_samples"]:
-        for task, records in samples.items():
-            files[run_folder / f"{stamp}_samples_{task}.jsonl"] = jsonl_text(records)
-        for task, records in ablation_records.items():
-            files[run_folder / f"{stamp}_ablation_{task}.jsonl"] = jsonl_text(records)
-    if options["save_traces"]:
-        for task, task_result in result.results.items():
-            traces = traces_npz(task_result)
-            if traces is not None:
-                files[run_folder / f"{stamp}_traces_{task}.npz"] = traces
-    for position, fits in probe_fits.items():
-        files.update(probe_files(fits, run_folder / f"{stamp}_probes_{position}"))
+    files[run_folder / f"{stamp}_results.json"] = json_text(report)
     write_files_atomically(files)
     click.echo(f"wrote {len(files)} file(s) to {run_folder}")
 
@@ -330,12 +368,16 @@ def models_command() -> None:
 @cli.command("validate")
 @click.argument("report", type=click.Path(path_type=Path))
 def validate_command(report: Path) -> None:
-    """Check a report file against the shipped JSON Schema (vrp-report/1)."""
-    from vrp_bench.report.saved_run import read_report
+    """Check a report file against the shipped JSON Schema (vrp-report/2), then the sha256 of each file it lists
+    that is beside it; a broken schema or a file that differs from its hash exits 2."""
+    from vrp_bench.report.saved_run import check_listed_files, read_report
     from vrp_bench.report.schema import SCHEMA_ID
 
-    read_report(report)
-    click.echo(f"{report}: valid {SCHEMA_ID}")
+    content = read_report(report)
+    checked, listed = check_listed_files(report, content), len(content["files"])
+    absent = f" ({listed - checked} absent: not checked)" if checked < listed else ""
+    click.echo(f"{report}: valid {SCHEMA_ID}; {checked} of {listed} listed files present and matching their "
+               f"hashes{absent}")
 
 
 @cli.command("show")
@@ -351,27 +393,23 @@ def show_command(report: Path) -> None:
 @cli.command("score")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--output", type=click.Path(path_type=Path), default=None, help="Write the re-scored report here.")
-@click.option("--probe_kind", "--probe-kind", "probe_kind", type=click.Choice(["logistic", "mlp", "l1"]), default=None,
-              help="Re-score with another probe (default: the run's).")
-@click.option("--bootstrap_resamples", "--bootstrap-resamples", "bootstrap_resamples", type=click.IntRange(min=100),
-              default=None, help="Re-score with another number of resamples (default: the run's).")
-def score_command(path: Path, output: Path | None, probe_kind: str | None, bootstrap_resamples: int | None) -> None:
-    """Recompute every statistic of a run from its saved per-sample files (no model needed)."""
-    from dataclasses import replace
-
+@_apply(_scoring_options(rescoring=True))
+def score_command(path: Path, output: Path | None, **scoring_flags: Any) -> None:
+    """Recompute every statistic of a run from its saved per-sample files (no model needed), after checking that
+    every record agrees with its metrics and every file with its hash in the report (exit 2 otherwise)."""
     from vrp_bench.api.files import write_files_atomically
     from vrp_bench.report.console import summary_table
     from vrp_bench.report.saved_run import load_run, rescore
     from vrp_bench.report.schema import require_valid
     from vrp_bench.report.writer import json_text
-    from vrp_bench.scoring.sections import ScoringSettings
+    from vrp_bench.scoring.settings import ScoringSettings
 
     run = load_run(path)
-    settings = ScoringSettings(**run.report["config"]["scoring"])
-    overrides = {k: v for k, v in (("probe_kind", probe_kind), ("n_resamples", bootstrap_resamples)) if v is not None}
-    report = rescore(run, replace(settings, **overrides))
+    report, kept = rescore(run, _scoring_settings(scoring_flags, ScoringSettings(**run.report["config"]["scoring"])))
     require_valid(report)
     click.echo(summary_table(report))
+    if kept:
+        click.echo(f"kept as saved (custom aggregations are task code, not run again): {', '.join(kept)}")
     if output is not None:
         write_files_atomically({output: json_text(report)})
         click.echo(f"wrote {output}")
@@ -454,7 +492,8 @@ def shapes_verify(data_dir: Path | None) -> None:
 
 @cli.command("signals")
 def signals_command() -> None:
-    """List the reliability signals: orientation (+1: higher = more likely right), kind, and what each is."""
+    """List the reliability signals: orientation (+1: higher = more likely right), kind, whether it reads the
+    reference answer (then it is a diagnostic, never ranked), and what each is."""
     from tabulate import tabulate
 
     from vrp_bench.signals import SIGNALS
@@ -463,8 +502,11 @@ def signals_command() -> None:
     for name, spec in SIGNALS.items():
         orientation = {1: "+1", -1: "-1", None: "measured, not scored"}[spec.orientation]
         kind = "per layer" if spec.per_layer else ("probability" if spec.probability else "scalar")
-        rows.append([name, orientation, kind, (spec.description.splitlines() or [""])[0]])
-    click.echo(tabulate(rows, headers=["Signal", "Orientation", "Kind", "What it is"], tablefmt="github"))
+        reads = {None: "-", "target": "target (diagnostic)",
+                 "boxes": "boxes (diagnostic unless answer-independent)"}[spec.reference]
+        rows.append([name, orientation, kind, reads, (spec.description.splitlines() or [""])[0]])
+    click.echo(tabulate(rows, headers=["Signal", "Orientation", "Kind", "Reads the reference", "What it is"],
+                        tablefmt="github"))
 
 
 def _configure_logging(verbosity: str) -> None:

@@ -9,7 +9,7 @@ counted in ``n_errors``; it is never scored as wrong.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,7 +18,6 @@ import numpy as np
 
 from vrp_bench.api.errors import RunError, UsageError
 from vrp_bench.api.instance import Request, Response
-from vrp_bench.api.metrics import mean_stderr
 from vrp_bench.api.model import MODELS, VLM
 from vrp_bench.api.task import DocError, Task
 from vrp_bench.api.task_index import TaskIndex
@@ -243,8 +242,12 @@ def score_record(
     except Exception as exc:
         record.error = f"process_results failed: {type(exc).__name__}: {exc}"
         return
-    primary = record.metrics[task.config.metric_list[0].metric]
-    record.correct = float(primary) >= CORRECT_THRESHOLD
+    record.correct = is_correct(record.metrics[task.config.metric_list[0].metric])
+
+
+def is_correct(primary: float) -> bool:
+    """Whether a sample whose primary (first) metric has this value counts as correct."""
+    return float(primary) >= CORRECT_THRESHOLD
 
 
 def signals_from_traces(
@@ -273,16 +276,31 @@ def aggregate_task(task: Task, n_docs: int, records: Sequence[SampleRecord]) -> 
     scored = [r for r in records if r.error is None]
     for spec in task.config.metric_list:
         values = [float(r.metrics[spec.metric]) for r in scored]
-        result.metrics[spec.metric] = task.aggregate(spec, values) if values else None
-        result.stderrs[spec.metric] = mean_stderr(values) if spec.aggregation == "mean" else None
+        result.metrics[spec.metric], result.stderrs[spec.metric] = task.aggregate(spec, values)
     return result
 
 
-def group_scores(run: RunResult) -> dict[str, dict[str, float | int | None]]:
-    """Per group: each metric shared by all its tasks, averaged with weights = scored samples."""
+class TaskScores(Protocol):
+    """A task's aggregated metrics and sample counts: a ``TaskResult``, or one recomputed from a saved run."""
+
+    metrics: dict[str, float | None]
+    stderrs: dict[str, float | None]
+
+    @property
+    def n_scored(self) -> int: ...
+
+    @property
+    def n_errors(self) -> int: ...
+
+
+def group_scores(
+    groups: dict[str, list[str]], results: Mapping[str, TaskScores]
+) -> dict[str, dict[str, float | int | None]]:
+    """Per group of ``groups`` (group -> member tasks): each metric shared by all its tasks in ``results``,
+    averaged with weights = scored samples."""
     scores: dict[str, dict[str, float | int | None]] = {}
-    for group, members in run.groups.items():
-        member_results = [run.results[t] for t in members if t in run.results]
+    for group, members in groups.items():
+        member_results = [results[t] for t in members if t in results]
         if not member_results:
             continue
         shared = set.intersection(*(set(r.metrics) for r in member_results))

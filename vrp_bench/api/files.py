@@ -6,6 +6,7 @@ half-written report, sample log, probe or dataset file behind.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -29,6 +30,16 @@ def atomic_path(path: Path) -> Iterator[Path]:
         temporary.unlink(missing_ok=True)
 
 
+def _encoded(content: str | bytes) -> bytes:
+    """The bytes written for ``content``: text as UTF-8, bytes as they are."""
+    return content.encode("utf-8") if isinstance(content, str) else content
+
+
+def content_hash(content: str | bytes) -> str:
+    """The "sha256:<hex>" of the bytes ``write_files_atomically`` writes for ``content``."""
+    return f"sha256:{hashlib.sha256(_encoded(content)).hexdigest()}"
+
+
 def write_files_atomically(files: dict[Path, str | bytes]) -> None:
     """Write every file (text as UTF-8, or bytes) to a temporary sibling, then rename them all into place.
 
@@ -41,7 +52,7 @@ def write_files_atomically(files: dict[Path, str | bytes]) -> None:
             handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
             staged.append((Path(temporary), path))
             with os.fdopen(handle, "wb") as stream:
-                stream.write(content.encode("utf-8") if isinstance(content, str) else content)
+                stream.write(_encoded(content))
         for temporary, path in staged:
             os.replace(temporary, path)
     except OSError as exc:

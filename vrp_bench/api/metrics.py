@@ -53,3 +53,12 @@ def mean_stderr(values: Sequence[float]) -> float | None:
     mu = mean(values)
     variance = math.fsum((v - mu) ** 2 for v in values) / (n - 1)
     return math.sqrt(variance / n)
+
+
+def aggregate(values: Sequence[float], aggregation: str | AggregationFn) -> tuple[float | None, float | None]:
+    """A metric over a task's scored samples and its standard error: ``aggregation`` is a registered name or a
+    function; the standard error is the mean's, given for "mean" only. (None, None) when no sample is scored."""
+    if not values:
+        return None, None
+    function = AGGREGATIONS.get(aggregation) if isinstance(aggregation, str) else aggregation
+    return float(function(values)), mean_stderr(values) if aggregation == "mean" else None

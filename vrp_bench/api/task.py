@@ -23,7 +23,7 @@ from PIL import Image
 
 from vrp_bench.api.errors import UsageError
 from vrp_bench.api.instance import GenerationSettings, Request
-from vrp_bench.api.metrics import AGGREGATIONS, METRICS
+from vrp_bench.api.metrics import AGGREGATIONS, METRICS, aggregate
 from vrp_bench.api.registry import suggest
 from vrp_bench.api.yaml_dialect import FunctionRef
 
@@ -51,7 +51,8 @@ class MetricSpec:
     """One ``metric_list`` entry."""
 
     metric: str
-    aggregation: str | Callable[[list[float]], float] = "mean"
+    aggregation: str | FunctionRef = "mean"
+    """A registered aggregation's name, or a ``!function`` (checked to resolve when the YAML is read)."""
     higher_is_better: bool = True
 
 
@@ -173,7 +174,7 @@ def _metric_specs(raw: Any, where: str) -> list[MetricSpec]:
             raise UsageError(f"{where}: every metric_list entry needs a 'metric' key, got {entry!r}")
         aggregation = entry.get("aggregation", "mean")
         if isinstance(aggregation, FunctionRef):
-            aggregation = aggregation.resolve()
+            aggregation.resolve()  # fails now, not after the run
         elif aggregation not in AGGREGATIONS:
             AGGREGATIONS.get(aggregation)  # raises with suggestions
         specs.append(MetricSpec(str(entry["metric"]), aggregation, bool(entry.get("higher_is_better", True))))
@@ -358,10 +359,10 @@ class Task:
         target = self.target(doc)
         return {s.metric: METRICS.get(s.metric)(prediction, target) for s in self.config.metric_list}
 
-    def aggregate(self, metric: MetricSpec, values: list[float]) -> float:
-        """Aggregate one metric over the scored samples."""
-        aggregate = metric.aggregation if callable(metric.aggregation) else AGGREGATIONS.get(metric.aggregation)
-        return float(aggregate(values))
+    def aggregate(self, metric: MetricSpec, values: list[float]) -> tuple[float | None, float | None]:
+        """One metric over the scored samples and its standard error (``api.metrics.aggregate``)."""
+        aggregation = metric.aggregation
+        return aggregate(values, aggregation.resolve() if isinstance(aggregation, FunctionRef) else aggregation)
 
     def boxes(self, doc: dict[str, Any]) -> list[list[float]] | None:
         """The doc's ground-truth boxes ([x0, y0, x1, y1] pixels of its first image), if the task names them.

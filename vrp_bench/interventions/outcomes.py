@@ -29,14 +29,9 @@ from typing import Any
 import numpy as np
 
 from vrp_bench.scoring.bootstrap import CONFIDENCE, percentile_ci, resample_weights
-from vrp_bench.scoring.sections import (
-    POOLED,
-    ScoringSettings,
-    mean_with_ci,
-    sample_key,
-    sample_keys,
-    scored_records,
-)
+from vrp_bench.scoring.records import concatenated_records, sample_key, sample_keys, scored_records
+from vrp_bench.scoring.sections import mean_with_ci
+from vrp_bench.scoring.settings import ScoringSettings
 from vrp_bench.scoring.signal_quality import oriented, score_auroc, undefined_entry
 from vrp_bench.signals import SIGNALS
 
@@ -57,8 +52,6 @@ def chance_accuracy(samples: Mapping[str, Sequence[dict[str, Any]]]) -> dict[str
     task with the same question type (``CHANCE_METHOD``)."""
     chance: dict[str, float] = {}
     for task, records in scored_records(samples).items():
-        if task == POOLED:
-            continue
         answers: dict[Any, set[str]] = defaultdict(set)
         for record in records:
             answers[record.get("question_type")].add(_answer(record.get("target")))
@@ -120,20 +113,21 @@ def bottleneck(profile: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {"verdict": verdict, "most_sensitive_layer": worst["layer"], "rule": rule, "reason": None}
 
 
-def _auroc(pairs: Sequence[tuple[float, bool]], scoring: ScoringSettings, orient: Any = None) -> dict[str, Any]:
-    """AUROC entry (bootstrap CI) of (value, correct) pairs; ``orient`` maps the values first."""
-    values = np.array([v for v, _ in pairs], dtype=float)
-    correct = np.array([c for _, c in pairs], dtype=int)
-    return score_auroc(values if orient is None else orient(values), correct, seed=scoring.seed,
-                       n_resamples=scoring.n_resamples, min_samples=scoring.min_samples)
+def _auroc(triples: Sequence[tuple[float, bool, str]], scoring: ScoringSettings, orient: Any = None) -> dict[str, Any]:
+    """Within-task AUROC entry (bootstrap CI) of (value, correct, key) triples (``key``: ``sample_key``,
+    whose task part is the stratum); ``orient`` maps the values first."""
+    values = np.array([v for v, _, _ in triples], dtype=float)
+    correct = np.array([c for _, c, _ in triples], dtype=int)
+    tasks = [key.rsplit("/", 1)[0] for _, _, key in triples]
+    return score_auroc(values if orient is None else orient(values), correct, strata=tasks, options=scoring.options())
 
 
 def _tracked_auroc(records: Sequence[dict[str, Any]], name: str, scoring: ScoringSettings) -> dict[str, Any]:
-    """AUROC of a registered signal over the records that carry it, in its orientation."""
+    """Within-task AUROC of a registered signal over the records (with ``key``) that carry it, in its orientation."""
     spec = SIGNALS.get(name)
-    pairs = [(r["signals"][name], bool(r["correct"])) for r in records
-             if (r.get("signals") or {}).get(name) is not None]
-    return _auroc(pairs, scoring, lambda values: oriented(values, spec.orientation, spec.probability))
+    triples = [(r["signals"][name], bool(r["correct"]), r["key"]) for r in records
+               if (r.get("signals") or {}).get(name) is not None]
+    return _auroc(triples, scoring, lambda values: oriented(values, spec.orientation, spec.probability))
 
 
 def _paired_change(baseline: np.ndarray, ablated: np.ndarray, scoring: ScoringSettings) -> dict[str, Any]:
@@ -158,7 +152,8 @@ def condition_outcome(
     ablated = np.array([float(bool(r["correct"])) for r in scored])
     base = np.array([float(baseline_correct[r["key"]]) for r in scored])
     kl = np.array([r["first_token_kl"] for r in scored if r.get("first_token_kl") is not None], dtype=float)
-    probed = [(r["probe_probability"], bool(r["correct"])) for r in scored if r.get("probe_probability") is not None]
+    probed = [(r["probe_probability"], bool(r["correct"]), r["key"]) for r in scored
+              if r.get("probe_probability") is not None]
     return {
         **condition,
         "n": len(scored),
@@ -234,7 +229,7 @@ def ablation_section(
 ) -> dict[str, Any]:
     """The report's ``ablation`` section from the baseline's per-sample records (``samples``, per task),
     every condition's per-sample records (per task) and ``AblationRun.context()``."""
-    pooled = scored_records(samples)[POOLED]
+    pooled, _ = concatenated_records(samples)
     keys = sample_keys(samples)
     baseline_correct = {key: bool(r["correct"]) for key, r in zip(keys, pooled)}
     chance_by_key = chance_accuracy(samples)
@@ -265,7 +260,8 @@ def ablation_section(
             "accuracy": mean_with_ci(correct, scoring),
             "chance": chance,
             "chance_method": CHANCE_METHOD,
-            "signal_auroc": {name: _tracked_auroc(pooled, name, scoring) for name in signals},
+            "signal_auroc": {name: _tracked_auroc([{**r, "key": key} for r, key in zip(pooled, keys)], name, scoring)
+                             for name in signals},
         },
         "conditions": outcomes,
         "curves": curves,

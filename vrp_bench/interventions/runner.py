@@ -34,7 +34,7 @@ from vrp_bench.interventions.conditions import (
 from vrp_bench.models.hf_vlm import HFVLM
 from vrp_bench.scoring.crossval import fit_probe
 from vrp_bench.scoring.probes import ProbeFits, probe_probability
-from vrp_bench.scoring.sections import sample_key
+from vrp_bench.scoring.records import sample_key
 from vrp_bench.signals import SIGNALS
 
 

@@ -6,9 +6,6 @@ from typing import Any
 
 from tabulate import tabulate
 
-POOLED = "pooled"
-
-
 def _number(value: Any) -> str:
     return "-" if value is None else f"{value:.4f}"
 
@@ -51,30 +48,65 @@ def results_table(report: dict[str, Any]) -> list[str]:
 
 
 def signals_table(report: dict[str, Any]) -> list[str]:
-    """Pooled signal quality: AUROC [CI], R_pb [CI], PRR; then probes, fusion and the verdicts."""
-    pooled = report["signals"][POOLED]
-    if not pooled["signals"]:
+    """Within-task signal quality (AUROC, R_pb, PRR; concatenated AUROC beside it), the split-half best
+    signal, probes, fusion, diagnostics and the verdicts."""
+    within, concatenated = report["signals"]["within_task"], report["signals"]["concatenated"]
+    if not within["signals"]:
         return []
-    rows = [[name, score["n"], _with_ci(score["statistics"]["auroc"]), _with_ci(score["statistics"]["r_pb"]),
-             _number(score["statistics"]["prr"]["value"])]
-            for name, score in sorted(pooled["signals"].items(),
+    summary = report["summary"]
+    listed = summary["signal_auroc"]
+    rows = [[" = ".join([name, *listed[name]["same_ranking_as"]]), len(score["tasks"]), score["n"],
+             _with_ci(score["statistics"]["auroc"]), _with_ci(score["statistics"]["r_pb"]),
+             _number(score["statistics"]["prr"]["value"]),
+             _number(concatenated["signals"][name]["statistics"]["auroc"]["value"])]
+            for name, score in sorted(((n, within["signals"][n]) for n in listed),
                                       key=lambda item: -(item[1]["statistics"]["auroc"]["value"] or 0))]
-    lines = ["", f"Reliability signals, pooled over tasks (n = {pooled['n']}, accuracy {_number(pooled['accuracy'])}):",
-             _table(rows, ["Signal", "n", "AUROC [95% CI]", "R_pb [95% CI]", "PRR"])]
+    lines = ["", f"Reliability signals within task (pairs of samples from the same task; n = {within['n']}, "
+                 f"accuracy {_number(within['accuracy'])}; signals that rank every sample alike are joined by =):",
+             _table(rows, ["Signal", "Tasks", "n", "AUROC within [95% CI]", "R_pb within [95% CI]", "PRR within",
+                           "AUROC concatenated"])]
+    best = summary["best_signal"]
+    if best:
+        lines.append(f"best signal: {best['name']} (chosen on half of each task's docs, AUROC there "
+                     f"{best['selection']['auroc']:.3f}; on the other half {_with_ci(best)})")
     for position, probe in report["probes"].items():
         nested = probe.get("nested")
-        if nested:
-            chosen = nested.get("chosen_layers")
-            lines.append(f"probe ({probe['kind']}, {position}): held-out AUROC {_with_ci(nested['auroc'])}, "
-                         f"layer chosen per fold {chosen}; shuffled-label control "
-                         f"{_with_ci((probe.get('shuffled_control') or {}).get('auroc'))}")
-        elif probe.get("reason"):
-            lines.append(f"probe ({position}): {probe['reason']}")
-    lines.append(f"fusion of signals: AUROC {_with_ci(report['summary']['fusion_auroc'])}")
-    cluster = report["verdicts"]["cluster_failure"]["holds"]
-    if cluster is not None:
-        lines.append(f"cluster failure (attention structure uncorrelated with correctness): {'holds' if cluster else 'does not hold'}")
+        if nested and nested["auroc"]["value"] is not None:
+            lines.append(f"probe ({probe['kind']}, {position}): {_heldout(nested)}; layer chosen per fold "
+                         f"{nested.get('chosen_layers')}")
+        elif probe.get("reason") or nested:
+            lines.append(f"probe ({position}): {probe.get('reason') or nested['auroc']['reason']}")
+    if report["fusion"] and report["fusion"].get("heldout"):
+        lines.append(f"fusion of {len(report['fusion']['signals'])} signals: {_heldout(report['fusion']['heldout'])}")
+    lines += _diagnostics_lines(report.get("diagnostics") or {})
+    for name, verdict in report["verdicts"].items():
+        layer = f" (layer {verdict['layer']})" if verdict.get("layer") is not None else ""
+        lines.append(f"verdict {name}: {verdict['status']}{layer}: {verdict['decided_by']}")
     return lines
+
+
+def _heldout(heldout: dict[str, Any]) -> str:
+    """A repeated, permutation-tested held-out predictor in one phrase."""
+    test, gain = heldout["permutation_test"], heldout["gain_over_task_only"]
+    null = test.get("null_band")
+    null_text = f", shuffled-label null {null[0]:.3f}-{null[1]:.3f}" if null else ""
+    p_value = f"p = {test['p_value']:.3f} ({test['n_permutations']} within-task permutations{null_text})" \
+        if test.get("p_value") is not None else "no permutation test"
+    return (f"within-task AUROC {_with_ci(heldout['auroc'])} over {heldout['repeats']} CV repeats, {p_value}; "
+            f"concatenated AUROC gain over a task-only predictor {_with_ci(gain)}")
+
+
+def _diagnostics_lines(diagnostics: dict[str, Any]) -> list[str]:
+    """One line per diagnostic signal: mean for correct vs incorrect samples, per task."""
+    by_signal: dict[str, list[str]] = {}
+    for task, entries in diagnostics.items():
+        for name, entry in entries.items():
+            by_signal.setdefault(name, []).append(
+                f"{task} {_mean(entry['correct'])} vs {_mean(entry['incorrect'])}")
+    if not by_signal:
+        return []
+    lines = ["diagnostics (read the reference answer: never ranked; mean for correct vs incorrect):"]
+    return lines + [f"  {name}: " + "; ".join(parts) for name, parts in by_signal.items()]
 
 
 def summary_table(report: dict[str, Any]) -> str:

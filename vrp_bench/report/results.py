@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import platform
@@ -16,14 +17,17 @@ import numpy as np
 
 import vrp_bench
 from vrp_bench.api.yaml_dialect import FunctionRef
-from vrp_bench.evaluator import HIDDEN_STATE_TRACES, RunResult, TaskResult, group_scores
+from vrp_bench.evaluator import HIDDEN_STATE_TRACES, RunResult, TaskResult, TaskScores, group_scores
 from vrp_bench.report.schema import SCHEMA_ID
 from vrp_bench.report.writer import jsonl_text
 from vrp_bench.scoring.probes import ProbeFits, encode_probes
-from vrp_bench.scoring.sections import ScoringSettings, sample_key
+from vrp_bench.scoring.records import sample_key
+from vrp_bench.scoring.settings import ScoringSettings
 
 PACKAGES = ("torch", "transformers", "datasets", "numpy", "scipy", "scikit-learn", "pillow")
 FILTER = "none"  # lmms-eval's "metric,filter" key suffix; VRP-Bench applies no answer filters yet
+FUNCTION_TAG = "!function "
+"""How a task config value that names task code (``FunctionRef``) is written: ``!function module.name``."""
 
 
 def package_versions() -> dict[str, str | None]:
@@ -55,7 +59,9 @@ def source_git_hash() -> str | None:
 def _plain(value: Any) -> Any:
     """A task config value as JSON: ``!function`` references keep their YAML spelling."""
     if isinstance(value, FunctionRef):
-        return f"!function {value.dotted_name}"
+        return f"{FUNCTION_TAG}{value.dotted_name}"
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # e.g. a metric_list entry
+        return _plain(vars(value))
     if callable(value):
         return getattr(value, "__name__", str(value))
     if isinstance(value, dict):
@@ -67,26 +73,32 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def result_keys(metric: str) -> tuple[str, str]:
+    """The ``results`` keys of a metric's value and of its standard error."""
+    return f"{metric},{FILTER}", f"{metric}_stderr,{FILTER}"
+
+
+def results_entry(task: str, scores: TaskScores) -> dict[str, Any]:
+    """A task's ``results`` entry: alias, each metric and its standard error, ``n`` (scored) and ``n_errors``."""
+    entry: dict[str, Any] = {"alias": task}
+    for metric, value in scores.metrics.items():
+        value_key, stderr_key = result_keys(metric)
+        entry[value_key], entry[stderr_key] = value, scores.stderrs[metric]
+    return {**entry, "n": scores.n_scored, "n_errors": scores.n_errors}
+
+
 def build_report(
     run: RunResult, command_line: str, started: float, sections: dict[str, Any], scoring: ScoringSettings,
-    ablation: dict[str, Any] | None = None,
+    files: dict[str, str], ablation: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The report of a run: lmms-eval's results keys plus the scored sections (``scoring.sections``) and,
-    after ``--ablate``, the ablation section (``interventions.ablation_section``)."""
+    """The report of a run: lmms-eval's results keys plus the scored sections (``scoring.sections``), the
+    content hashes of the ``files`` written beside it (name -> "sha256:<hex>") and, after ``--ablate``, the
+    ablation section (``interventions.ablation_section``)."""
     config = run.config
-    results: dict[str, Any] = {}
-    for name, result in run.results.items():
-        entry: dict[str, Any] = {"alias": name}
-        for metric, value in result.metrics.items():
-            entry[f"{metric},{FILTER}"] = value
-            entry[f"{metric}_stderr,{FILTER}"] = result.stderrs[metric]
-        entry["n"] = result.n_scored
-        entry["n_errors"] = result.n_errors
-        results[name] = entry
     return {
         "schema": SCHEMA_ID,
-        "results": results,
-        "groups": group_scores(run),
+        "results": {name: results_entry(name, result) for name, result in run.results.items()},
+        "groups": group_scores(run.groups, run.results),
         "group_subtasks": run.groups,
         "skipped": run.skipped,
         "errors": {
@@ -116,6 +128,7 @@ def build_report(
         "environment": {"versions": package_versions(), "platform": platform.platform()},
         **sections,
         "ablation": ablation,
+        "files": files,
         "git_hash": source_git_hash(),
         "date": started,
         "date_iso": datetime.fromtimestamp(started, timezone.utc).isoformat(),
@@ -155,12 +168,13 @@ def traces_npz(result: TaskResult) -> bytes | None:
     return buffer.getvalue()
 
 
-def read_traces(paths: list[Path]) -> dict[str, dict[str, np.ndarray]]:
-    """Hidden states from ``traces_npz`` files named ``<stamp>_traces_<task>.npz``, keyed like ``hidden_states``."""
+def read_traces(files: dict[Path, bytes]) -> dict[str, dict[str, np.ndarray]]:
+    """Hidden states from the contents of ``traces_npz`` files named ``<stamp>_traces_<task>.npz``, keyed like
+    ``hidden_states``."""
     states: dict[str, dict[str, np.ndarray]] = {position: {} for position in HIDDEN_STATE_TRACES}
-    for path in paths:
+    for path, content in files.items():
         task = path.stem.split("_traces_", 1)[1]
-        with np.load(path) as data:
+        with np.load(io.BytesIO(content)) as data:
             for position in HIDDEN_STATE_TRACES:
                 if position in data:
                     for doc_id, array in zip(data[f"{position}_doc_ids"], data[position]):

@@ -1,8 +1,10 @@
-"""Reading a run back from disk: its report, per-sample JSONL files and traces, for re-scoring.
+"""Reading a run back from disk: its report, per-sample JSONL files and traces, for re-scoring, and checking
+them: records that agree with their metrics, files whose content hashes are the ones the report recorded.
 
 A run's files share a UTC-timestamp stem: ``<stem>_results.json``, ``<stem>_samples_<task>.jsonl``,
 with ``--save_traces`` ``<stem>_traces_<task>.npz``, and after an ablation with ``--log_samples``
-``<stem>_ablation_<task>.jsonl`` (one record per doc and condition).
+``<stem>_ablation_<task>.jsonl`` (one record per doc and condition). The report's ``files`` holds the
+"sha256:<hex>" of each file written beside it, by name.
 """
 
 from __future__ import annotations
@@ -12,16 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from vrp_bench.api.errors import UsageError
+from vrp_bench.api.files import content_hash
+from vrp_bench.api.metrics import aggregate
+from vrp_bench.evaluator import group_scores, is_correct
 from vrp_bench.interventions import ablation_context, ablation_section
-from vrp_bench.report.results import read_traces
+from vrp_bench.report.results import FUNCTION_TAG, read_traces, result_keys, results_entry
 from vrp_bench.report.schema import SCHEMA_ID, schema_problems
-from vrp_bench.scoring.sections import ScoringSettings, score_sections
+from vrp_bench.scoring.sections import score_sections
+from vrp_bench.scoring.settings import ScoringSettings
 
 RESULTS_SUFFIX = "_results.json"
-SCORED_SECTIONS = ("signals", "fusion", "probes", "layers", "verdicts", "summary")
+SCORED_SECTIONS = ("signals", "diagnostics", "fusion", "probes", "layers", "verdicts", "summary")
+EDITED = " (records edited after the run?)"
 
 
 def read_report(path: Path) -> dict[str, Any]:
@@ -46,9 +51,12 @@ class SavedRun:
     results_path: Path
     report: dict[str, Any]
     samples: dict[str, list[dict[str, Any]]]
-    states: dict[str, dict[str, np.ndarray]]
+    traces: dict[Path, bytes]
+    """The ``--save_traces`` files as read (parsed by ``report.results.read_traces`` once their hashes are checked)."""
     ablation: dict[str, list[dict[str, Any]]]
     """Per task, the ablation's per-condition records (empty when the run has none on disk)."""
+    hashes: dict[str, str]
+    """The content hash of every file read besides the report, by file name."""
 
 
 def find_results(path: Path) -> Path:
@@ -64,45 +72,147 @@ def find_results(path: Path) -> Path:
     return candidates[0]
 
 
+def run_file(results_path: Path, kind: str, task: str) -> Path:
+    """The run's ``<stem>_<kind>_<task>.jsonl`` file (kind: samples or ablation) beside its results file."""
+    return results_path.with_name(f"{results_path.name.removesuffix(RESULTS_SUFFIX)}_{kind}_{task}.jsonl")
+
+
 def load_run(path: Path) -> SavedRun:
     """The report, samples and traces of the run at ``path`` (a results file or its folder)."""
     results_path = find_results(path)
     report = read_report(results_path)
-    stem = results_path.name.removesuffix(RESULTS_SUFFIX)
+    contents: dict[Path, bytes] = {}
     samples = {}
     for task in report["results"]:
-        sample_path = results_path.with_name(f"{stem}_samples_{task}.jsonl")
+        sample_path = run_file(results_path, "samples", task)
         if not sample_path.is_file():
             raise UsageError(f"{sample_path.name} is missing beside {results_path.name}: re-scoring needs the run's "
                              "per-sample files (run with --log_samples)")
-        samples[task] = _read_jsonl(sample_path)
+        samples[task] = _read_jsonl(sample_path, contents)
     ablation = {}
     if report.get("ablation") is not None:
-        paths = {task: results_path.with_name(f"{stem}_ablation_{task}.jsonl") for task in report["results"]}
+        paths = {task: run_file(results_path, "ablation", task) for task in report["results"]}
         missing = [path.name for path in paths.values() if not path.is_file()]
         if missing and len(missing) < len(paths):
             raise UsageError(f"{missing[0]} is missing beside {results_path.name}: re-scoring the ablation needs "
                              "every task's per-condition file (or none, to keep the saved section)")
-        ablation = {task: _read_jsonl(path) for task, path in paths.items() if not missing}
-    states = read_traces(sorted(results_path.parent.glob(f"{stem}_traces_*.npz")))
-    return SavedRun(results_path, report, samples, states, ablation)
+        ablation = {task: _read_jsonl(path, contents) for task, path in paths.items() if not missing}
+    stem = results_path.name.removesuffix(RESULTS_SUFFIX)
+    traces = {path: path.read_bytes() for path in sorted(results_path.parent.glob(f"{stem}_traces_*.npz"))}
+    contents.update(traces)
+    hashes = {path.name: content_hash(content) for path, content in contents.items()}
+    return SavedRun(results_path, report, samples, traces, ablation, hashes)
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+def _read_jsonl(path: Path, contents: dict[Path, bytes]) -> list[dict[str, Any]]:
+    """The records of a JSONL file; its bytes are added to ``contents``."""
+    contents[path] = path.read_bytes()
     try:
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        return [json.loads(line) for line in contents[path].decode("utf-8").splitlines()]
     except json.JSONDecodeError as exc:
         raise UsageError(f"{path}:{exc.lineno}: not JSON: {exc.msg}") from None
 
 
-def rescore(run: SavedRun, settings: ScoringSettings | None = None) -> dict[str, Any]:
-    """The run's report with every scored section recomputed from its saved files (the ablation section
-    too when its per-condition files are there; otherwise it is kept as saved)."""
+def metric_specs(run: SavedRun, task: str) -> list[dict[str, Any]]:
+    """The task's ``metric_list`` as the report saved it in ``configs``: ``{metric, aggregation, higher_is_better}``
+    entries, aggregation a registered name or "!function module.name"."""
+    specs = run.report["configs"].get(task, {}).get("metric_list")
+    if not (isinstance(specs, list) and specs and all(
+            isinstance(s, dict) and isinstance(s.get("metric"), str) and isinstance(s.get("aggregation"), str)
+            for s in specs)):
+        raise UsageError(f"{run.results_path.name}: configs.{task}.metric_list is not a list of "
+                         "{metric, aggregation} entries; re-scoring needs it")
+    return specs
+
+
+def check_records(run: SavedRun) -> None:
+    """Refuse (one-line UsageError naming the file and doc) a per-sample record that contradicts its metrics: a
+    scored one (error null) without a number for each metric of ``metric_list`` or whose ``correct`` is not
+    ``evaluator.is_correct`` of its primary (first) metric, a failed one whose ``correct`` is not null."""
+    for task, records in run.samples.items():
+        metrics = [spec["metric"] for spec in metric_specs(run, task)]
+        name = run_file(run.results_path, "samples", task).name
+        for record in records:
+            where, correct = f"{name}: doc {record.get('doc_id')}", record.get("correct")
+            if record.get("error") is not None:
+                if correct is not None:
+                    raise UsageError(f"{where}: correct={json.dumps(correct)} on a failed record (error set) must "
+                                     f"be null{EDITED}")
+                continue
+            missing = [metric for metric in metrics if not isinstance(record.get(metric), (int, float))]
+            if missing:
+                raise UsageError(f"{where}: scored record has no number for {missing[0]}{EDITED}")
+            primary = metrics[0]
+            if correct is not is_correct(record[primary]):
+                raise UsageError(f"{where}: correct={json.dumps(correct)} disagrees with "
+                                 f"{primary}={json.dumps(record[primary])}{EDITED}")
+
+
+def check_hashes(results_path: Path, listed: dict[str, str], found: dict[str, str]) -> None:
+    """Refuse (one-line UsageError) a file of ``found`` (name -> content hash) that the report at ``results_path``
+    does not list (``listed``: its ``files``) or lists with another hash."""
+    for name, digest in found.items():
+        if name not in listed:
+            raise UsageError(f"{name} is not among the files {results_path.name} lists (not from this run?)")
+        if digest != listed[name]:
+            raise UsageError(f"{name}: content differs from its sha256 in {results_path.name} (edited after the run?)")
+
+
+def check_listed_files(results_path: Path, report: dict[str, Any]) -> int:
+    """Check the hash of each file the report lists that is beside it (``check_hashes``); how many were there."""
+    present = [results_path.with_name(name) for name in report["files"]]
+    found = {path.name: content_hash(path.read_bytes()) for path in present if path.is_file()}
+    check_hashes(results_path, report["files"], found)
+    return len(found)
+
+
+@dataclass
+class RecomputedScores:
+    """A task's metrics recomputed from its per-sample records (an ``evaluator.TaskScores``)."""
+
+    metrics: dict[str, float | None]
+    stderrs: dict[str, float | None]
+    n_scored: int
+    n_errors: int
+
+
+def recompute_results(run: SavedRun) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """The report's ``results`` and ``groups`` recomputed from the per-sample records as the run computed them,
+    and the metrics kept as saved instead ("<task> <metric> (!function ...)"): a custom aggregation is task code,
+    not run again."""
+    scores: dict[str, RecomputedScores] = {}
+    kept: list[str] = []
+    for task, records in run.samples.items():
+        scored = [r for r in records if r.get("error") is None]
+        scores[task] = task_scores = RecomputedScores({}, {}, len(scored), len(records) - len(scored))
+        for spec in metric_specs(run, task):
+            metric, aggregation = spec["metric"], spec["aggregation"]
+            if aggregation.startswith(FUNCTION_TAG):
+                kept.append(f"{task} {metric} ({aggregation})")
+                values = tuple(run.report["results"][task].get(key) for key in result_keys(metric))
+            else:
+                values = aggregate([float(r[metric]) for r in scored], aggregation)
+            task_scores.metrics[metric], task_scores.stderrs[metric] = values
+    results = {task: results_entry(task, task_scores) for task, task_scores in scores.items()}
+    return results, group_scores(run.report["group_subtasks"], scores), kept
+
+
+def rescore(run: SavedRun, settings: ScoringSettings | None = None) -> tuple[dict[str, Any], list[str]]:
+    """The run's report recomputed from its saved files, and the metrics kept as saved (``recompute_results``).
+
+    Every record is checked first (``check_records``), then every file's hash against the report's ``files``.
+    Recomputed: ``results``, ``groups``, every scored section, and the ablation section when its per-condition
+    files are there (otherwise it is kept as saved); ``files`` holds the hashes of the files read.
+    """
+    check_records(run)
+    check_hashes(run.results_path, run.report["files"], run.hashes)
     settings = settings or ScoringSettings(**run.report["config"]["scoring"])
-    sections, _ = score_sections(run.samples, run.states, settings)
+    metadata = {task: config.get("metadata") or {} for task, config in run.report["configs"].items()}
+    sections, _ = score_sections(run.samples, read_traces(run.traces), settings, metadata)
+    results, groups, kept = recompute_results(run)
     report = dict(run.report)
-    report.update(sections)
+    report.update(sections, results=results, groups=groups, files=run.hashes)
     if run.ablation and report.get("ablation") is not None:
         report["ablation"] = ablation_section(run.samples, run.ablation, ablation_context(report["ablation"]), settings)
     report["config"] = {**report["config"], "scoring": settings.to_json()}
-    return report
+    return report, kept

@@ -1,14 +1,11 @@
-"""Scoring reliability signals: statistics with bootstrap CIs, hidden-state probes, signal fusion.
+"""Scoring reliability signals against correctness: plain functions on arrays, composed into report sections.
 
-``statistics`` (one function per statistic, ``UndefinedStatistic`` when there is no value),
-``bootstrap`` (seeded percentile CIs, vectorised over resamples), ``signal_quality.score_signal``
-(every statistic of one signal as a JSON-ready dict), ``probes`` (cross-validated hidden-state probes
-with nested layer selection), ``fusion`` (out-of-fold logistic regression over signals).
+``tally`` / ``stratified`` (every ranking and calibration statistic from per-value counts, within task),
+``statistics`` (one function per statistic on plain arrays, ``UndefinedStatistic`` when there is no value),
+``bootstrap`` (seeded, optionally stratified percentile CIs), ``calibration`` (debiased ECE),
+``hypotheses`` (bootstrap tests, equivalence, Holm and Benjamini-Hochberg), ``signal_quality.score_signal``
+(every statistic of one signal as a JSON-ready dict), ``crossval`` / ``probes`` / ``fusion`` (held-out
+predictors) and ``heldout`` (their repeated-CV uncertainty and permutation test), ``records`` (reading
+per-sample records), ``settings``, and the report sections: ``sections``, ``summary``, ``verdicts``.
+Modules are imported where used (nothing here), so the command line starts without scikit-learn.
 """
-
-from vrp_bench.scoring.fusion import fuse_signals
-from vrp_bench.scoring.probes import load_probes, run_probes, save_probes
-from vrp_bench.scoring.signal_quality import score_signal
-from vrp_bench.scoring.statistics import UndefinedStatistic
-
-__all__ = ["UndefinedStatistic", "fuse_signals", "load_probes", "run_probes", "save_probes", "score_signal"]

@@ -30,20 +30,30 @@ class PercentileCI(NamedTuple):
 
 
 def resample_weights(
-    n_samples: int, n_resamples: int, seed: int, groups: Sequence[Any] | np.ndarray | None = None
+    n_samples: int,
+    n_resamples: int,
+    seed: int,
+    groups: Sequence[Any] | np.ndarray | None = None,
+    strata: Sequence[Any] | np.ndarray | None = None,
 ) -> np.ndarray:
     """Multiplicity of each sample in each resample, int [n_resamples, n_samples]. Without ``groups``
     samples are drawn; with ``groups`` (one id per sample) the G distinct groups are drawn G times
-    and a drawn group brings all its samples (cluster bootstrap)."""
-    if groups is None:
-        group_of_sample, n_groups = np.arange(n_samples), n_samples
-    else:
-        distinct, group_of_sample = np.unique(np.asarray(groups), return_inverse=True)
+    and a drawn group brings all its samples (cluster bootstrap). With ``strata`` (one label per
+    sample, e.g. its task) each stratum is resampled on its own, so every resample keeps each
+    stratum's size (stratified bootstrap); a group must not span strata."""
+    rng = np.random.default_rng(seed)
+    group_ids = np.arange(n_samples) if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1]
+    stratum_ids = np.zeros(n_samples, int) if strata is None else np.unique(np.asarray(strata), return_inverse=True)[1]
+    weights = np.zeros((n_resamples, n_samples), dtype=np.int64)
+    for stratum in range(int(stratum_ids.max(initial=-1)) + 1):
+        members = np.flatnonzero(stratum_ids == stratum)
+        distinct, group_of_member = np.unique(group_ids[members], return_inverse=True)
         n_groups = len(distinct)
-    draws = np.random.default_rng(seed).integers(0, n_groups, size=(n_resamples, n_groups))
-    draws += np.arange(n_resamples)[:, None] * n_groups
-    counts = np.bincount(draws.ravel(), minlength=n_resamples * n_groups).reshape(n_resamples, n_groups)
-    return counts[:, group_of_sample]
+        draws = rng.integers(0, n_groups, size=(n_resamples, n_groups))
+        draws += np.arange(n_resamples)[:, None] * n_groups
+        counts = np.bincount(draws.ravel(), minlength=n_resamples * n_groups).reshape(n_resamples, n_groups)
+        weights[:, members] = counts[:, group_of_member]
+    return weights
 
 
 def bootstrap_tally(

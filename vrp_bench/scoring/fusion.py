@@ -15,7 +15,18 @@ from typing import Any
 import numpy as np
 
 from vrp_bench.scoring.crossval import PROBE_PARAMS, cross_validation_problem, out_of_fold, stratified_folds
+from vrp_bench.scoring.heldout import Pipeline
 from vrp_bench.scoring.statistics import MIN_SAMPLES, binary_labels
+
+
+def fusion_pipeline(features: np.ndarray, n_folds: int) -> Pipeline:
+    """The fusion as a ``heldout.Pipeline`` on complete ``features`` [n, k]: (labels, seed) -> out-of-fold
+    P(correct) of the logistic fusion on a stratified k-fold split seeded by ``seed``."""
+
+    def predict(labels: np.ndarray, seed: int) -> np.ndarray:
+        return out_of_fold(features, labels, stratified_folds(labels, n_folds, seed), "logistic", seed)[0]
+
+    return predict
 
 
 def fuse_signals(
@@ -27,7 +38,8 @@ def fuse_signals(
     min_samples: int = MIN_SAMPLES,
 ) -> dict[str, Any]:
     """Out-of-fold P(correct) per sample (None where dropped) from the fused ``signals`` (name -> one value
-    per sample), with each fold's model in z units and the positions (in the input) of its test samples.
+    per sample), with each fold's model in z units and the positions (in the input) of its test samples;
+    ``complete`` lists the positions of the samples used (every signal present and finite).
     ``reason`` is set (and no probabilities) when the complete samples cannot be cross-validated."""
     names = list(signals)
     table = np.array([[np.nan if v is None else v for v in signals[name]] for name in names], dtype=float).T
@@ -47,11 +59,13 @@ def fuse_signals(
         "reason": cross_validation_problem(labels, n_folds, min_samples, nested=False),
         "oof_probability": None,
         "folds": None,
+        "complete": None,
     }
     if result["reason"] is not None:
         return result
     folds = stratified_folds(labels, n_folds, seed)
     predictions, probes = out_of_fold(features, labels, folds, "logistic", seed)
+    result["complete"] = np.flatnonzero(complete).tolist()
     per_sample = np.full(len(table), np.nan)
     per_sample[complete] = predictions
     result["oof_probability"] = [None if np.isnan(p) else float(p) for p in per_sample]

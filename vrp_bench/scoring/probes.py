@@ -1,13 +1,14 @@
 """Hidden-state probes: how well a layer's hidden state predicts correctness, on held-out samples only.
 
-All pipelines use one seeded stratified k-fold split of the samples (``crossval``) and report the AUROC
-of out-of-fold P(correct) with a percentile bootstrap CI over those predictions (the CI treats the
-trained probes as fixed: it covers sampling of the evaluation set, not retraining).
-- per layer: a probe per layer. Choosing the best of these is selection on the evaluation data: optimistic.
+All pipelines use a seeded stratified k-fold split of the samples (``crossval``) and report the
+within-task AUROC (``stratified``) of out-of-fold P(correct).
+- per layer: a probe per layer (one split; its CI treats the probes as fixed). Choosing the best of
+  these is selection on the evaluation data: optimistic.
 - nested: in each outer fold an inner stratified k-fold on the outer-training part scores every layer
   (inner out-of-fold AUROC); the best layer (the lowest index on ties) is chosen there, and the outer test
-  fold is predicted by that layer's probe trained on the whole outer-training part. Held out end to end.
-- shuffled control: the nested pipeline on labels permuted by the seed; its AUROC should sit near 0.5.
+  fold is predicted by that layer's probe trained on the whole outer-training part. Held out end to end,
+  repeated over seeds with a CI that includes retraining, tested against a within-task permutation null
+  (the shuffled-label control), and compared with a task-only predictor (``heldout``).
 - last k combined: one probe on the concatenated states of the last k layers (the study's "combined").
 """
 
@@ -24,7 +25,6 @@ from typing import Any
 import numpy as np
 
 from vrp_bench.api.files import write_files_atomically
-from vrp_bench.scoring.bootstrap import CONFIDENCE, N_RESAMPLES
 from vrp_bench.scoring.crossval import (
     PROBE_PARAMS,
     FittedProbe,
@@ -33,7 +33,8 @@ from vrp_bench.scoring.crossval import (
     out_of_fold,
     stratified_folds,
 )
-from vrp_bench.scoring.signal_quality import score_auroc, undefined_entry
+from vrp_bench.scoring.heldout import HeldOutDesign, Pipeline, evaluate_heldout
+from vrp_bench.scoring.signal_quality import ScoringOptions, score_auroc, undefined_entry
 from vrp_bench.scoring.statistics import MIN_SAMPLES, UndefinedStatistic, auroc, binary_labels
 
 PROBES_FORMAT = "vrp-bench probes 1"
@@ -139,53 +140,64 @@ def _pipeline(features: np.ndarray, labels: np.ndarray, kind: ProbeKind, seed: i
     return _Pipeline(folds, per_layer, nested)
 
 
-def _nested_entry(nested: _Nested | str, labels: np.ndarray, layers: list[int], score: AurocScore) -> dict[str, Any]:
-    if isinstance(nested, str):
-        return {"auroc": undefined_entry(len(labels), nested), "chosen_layers": None, "inner_auroc": None}
-    return {
-        "auroc": score(nested.predictions, labels),
-        "chosen_layers": [layers[c] for c in nested.chosen],
-        "inner_auroc": nested.inner_auroc,
-    }
+def _nested_predictions(features: np.ndarray, kind: ProbeKind, n_folds: int) -> Pipeline:
+    """The nested pipeline as a ``heldout.Pipeline``: (labels, seed) -> out-of-fold P(correct)."""
+
+    def predict(labels: np.ndarray, seed: int) -> np.ndarray:
+        nested = _pipeline(features, labels, kind, seed, n_folds).nested
+        if isinstance(nested, str):
+            raise UndefinedStatistic(nested)
+        return nested.predictions
+
+    return predict
 
 
 def run_probes(
     features: np.ndarray,
     correct: Sequence[int] | np.ndarray,
     doc_ids: Sequence[Any],
+    strata: Sequence[Any] | np.ndarray,
     *,
     kind: ProbeKind = "logistic",
-    seed: int,
     n_folds: int = 5,
     last_k: int = 5,
     layer_ids: Sequence[int] | None = None,
-    n_resamples: int = N_RESAMPLES,
-    confidence: float = CONFIDENCE,
-    min_samples: int = MIN_SAMPLES,
+    design: HeldOutDesign = HeldOutDesign(),
+    options: ScoringOptions = ScoringOptions(),
 ) -> tuple[dict[str, Any], ProbeFits | None]:
     """Probe ``features`` [n_samples, n_layers, hidden] for ``correct`` [n] (0/1); ``doc_ids`` [n] unique,
-    ``layer_ids`` names each layer slot (default 0..n_layers-1). Returns the JSON-ready result and the
-    trained probes (None when the data cannot be cross-validated: the result then carries ``reason``).
-    The shuffled control permutes the labels with ``numpy.random.default_rng(seed)``."""
+    ``strata`` [n] each sample's task, ``layer_ids`` names each layer slot (default 0..n_layers-1).
+    Returns the JSON-ready result and the trained probes of repeat 0 (None when the data cannot be
+    cross-validated: the result then carries ``reason``). Every AUROC is within-task; the nested
+    pipeline's is repeated and permutation-tested (``heldout``)."""
     features, y, ids, layers = _checked(features, correct, doc_ids, layer_ids)
+    tasks = np.asarray(strata)
+    seed = options.seed
     result: dict[str, Any] = {
         "kind": kind, "params": json.loads(json.dumps(PROBE_PARAMS[kind])), "seed": seed,
         "n_folds": n_folds, "inner_folds": n_folds, "n": len(y), "n_correct": int(y.sum()), "layer_ids": layers,
-        "reason": cross_validation_problem(y, n_folds, min_samples, nested=True),
-        "per_layer": None, "nested": None, "shuffled_control": None, "last_k_combined": None,
+        "reason": cross_validation_problem(y, n_folds, options.min_samples, nested=True),
+        "per_layer": None, "nested": None, "last_k_combined": None,
     }
     if result["reason"] is not None:
         return result, None
-    score = partial(score_auroc, seed=seed, n_resamples=n_resamples, confidence=confidence, min_samples=min_samples)
+    score = partial(score_auroc, strata=tasks, options=options)
     real = _pipeline(features, y, kind, seed, n_folds)
-    permuted = np.random.default_rng(seed).permutation(y)
-    control = _pipeline(features, permuted, kind, seed, n_folds)
     combined_layers = layers[-last_k:]
     combined = out_of_fold(features[:, -last_k:].reshape(len(y), -1), y, real.folds, kind, seed)
+    if isinstance(real.nested, str):
+        nested: dict[str, Any] = {"auroc": undefined_entry(len(y), real.nested), "chosen_layers": None,
+                                  "inner_auroc": None}
+    else:
+        nested = {
+            **evaluate_heldout(_nested_predictions(features, kind, n_folds), y, tasks, n_folds=n_folds, design=design,
+                               options=options, first_repeat=real.nested.predictions),
+            "chosen_layers": [layers[c] for c in real.nested.chosen],
+            "inner_auroc": real.nested.inner_auroc,
+        }
     result.update(
         per_layer=[{"layer": layer, "auroc": score(p, y)} for layer, (p, _) in zip(layers, real.per_layer)],
-        nested=_nested_entry(real.nested, y, layers, score),
-        shuffled_control=_nested_entry(control.nested, permuted, layers, score),
+        nested=nested,
         last_k_combined={"layers": combined_layers, "auroc": score(combined[0], y)},
     )
     return result, _probe_fits(result, ids, real, combined, combined_layers)

@@ -9,7 +9,7 @@ and "before k" means summed over the values below v_k.
 Ranking statistics treat samples with equal values as tied: AUROC counts a tie as 1/2, ranks are
 averaged, and the kept-set curves use the expectation over uniformly random orderings within ties.
 Every method is vectorised over b and returns NaN where it is undefined for that weighting
-(ranking statistics: one class only, or fewer than two distinct values).
+(ranking statistics: one class only, or fewer than two distinct values unless ``ties_allowed``).
 """
 
 from __future__ import annotations
@@ -30,9 +30,14 @@ class Tally:
     values: np.ndarray  # [K] distinct values, ascending
     correct: np.ndarray  # [B, K]
     wrong: np.ndarray  # [B, K]
+    ties_allowed: bool = False
+    """True: a weighting with a single value (every sample tied) is ranked by the tie rule (AUROC 1/2,
+    PRR 0) instead of NaN; used for one task inside a within-task statistic."""
 
     @classmethod
-    def from_samples(cls, values: np.ndarray, correct: np.ndarray, weights: np.ndarray | None = None) -> Tally:
+    def from_samples(
+        cls, values: np.ndarray, correct: np.ndarray, weights: np.ndarray | None = None, *, ties_allowed: bool = False
+    ) -> Tally:
         """Tally ``values`` [n] with 0/1 ``correct`` [n]; ``weights`` [B, n] (default: one row of ones)."""
         order = np.argsort(values, kind="stable")
         ordered = values[order]
@@ -40,7 +45,7 @@ class Tally:
         w = np.ones((1, len(values))) if weights is None else np.asarray(weights, dtype=float)[:, order]
         weight = np.add.reduceat(w, starts, axis=1)
         right = np.add.reduceat(w * correct[order], starts, axis=1)
-        return cls(ordered[starts], right, weight - right)
+        return cls(ordered[starts], right, weight - right, ties_allowed)
 
     @cached_property
     def weight(self) -> np.ndarray:
@@ -60,18 +65,28 @@ class Tally:
 
     @cached_property
     def _ranking_defined(self) -> np.ndarray:
-        distinct = (self.weight > 0).sum(axis=1)
-        return (self.n_correct > 0) & (self.n_wrong > 0) & (distinct >= 2)
+        both_classes = (self.n_correct > 0) & (self.n_wrong > 0)
+        return both_classes if self.ties_allowed else both_classes & (self.distinct_values >= 2)
+
+    @cached_property
+    def distinct_values(self) -> np.ndarray:
+        """Number of distinct values present (positive weight) in each weighting, [B]."""
+        return (self.weight > 0).sum(axis=1)
 
     def _defined_only(self, statistic: np.ndarray) -> np.ndarray:
         return np.where(self._ranking_defined, statistic, np.nan)
 
+    def auroc_parts(self) -> tuple[np.ndarray, np.ndarray]:
+        """(area, pairs): area = sum_k c_k (W_before_k + w_k / 2), the (correct, wrong) pairs ranked right
+        (ties 1/2), and pairs = N1 N0; AUROC = area / pairs. Defined for any weighting (no NaN)."""
+        wrong_before = np.cumsum(self.wrong, axis=1) - self.wrong
+        return np.sum(self.correct * (wrong_before + self.wrong / 2), axis=1), self.n_correct * self.n_wrong
+
     def auroc(self) -> np.ndarray:
         """AUROC = P(s_correct > s_wrong) + P(tie)/2 = sum_k c_k (W_before_k + w_k / 2) / (N1 N0)."""
-        wrong_before = np.cumsum(self.wrong, axis=1) - self.wrong
+        area, pairs = self.auroc_parts()
         with np.errstate(divide="ignore", invalid="ignore"):
-            area = np.sum(self.correct * (wrong_before + self.wrong / 2), axis=1) / (self.n_correct * self.n_wrong)
-        return self._defined_only(area)
+            return self._defined_only(area / pairs)
 
     def auprc(self) -> np.ndarray:
         """Average precision (sklearn's): AP = sum_k (c_k / N1) * TP_k / (TP_k + FP_k), thresholds s >= v_k,
@@ -84,27 +99,37 @@ class Tally:
             average = np.sum(self.correct * precision, axis=1) / self.n_correct
         return self._defined_only(average)
 
-    def _pearson_with_correct(self, x: np.ndarray) -> np.ndarray:
-        """Weighted Pearson r of x (per value, [K] or [B, K]) with y:
-        r = sum_k c_k (x_k - xbar) / sqrt(sum_k m_k (x_k - xbar)^2 * N1 N0 / n)."""
+    def pearson_parts(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(cross, spread_x, spread_y) of x (per value, [K] or [B, K]) and y, centred on this weighting's
+        means: cross = sum_k c_k (x_k - xbar), spread_x = sum_k m_k (x_k - xbar)^2, spread_y = N1 N0 / n;
+        Pearson r = cross / sqrt(spread_x spread_y)."""
         weight, n = self.weight, self.n
         with np.errstate(divide="ignore", invalid="ignore"):
             centred = x - (np.sum(weight * x, axis=1) / n)[:, None]
-            spread_x = np.sum(weight * centred**2, axis=1)
             spread_y = self.n_correct * self.n_wrong / n
-            r = np.sum(self.correct * centred, axis=1) / np.sqrt(spread_x * spread_y)
+        return np.sum(self.correct * centred, axis=1), np.sum(weight * centred**2, axis=1), spread_y
+
+    def _pearson_with_correct(self, x: np.ndarray) -> np.ndarray:
+        """Weighted Pearson r of x (per value, [K] or [B, K]) with y (``pearson_parts``)."""
+        cross, spread_x, spread_y = self.pearson_parts(x)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = cross / np.sqrt(spread_x * spread_y)
         return self._defined_only(np.clip(r, -1.0, 1.0))
 
     def point_biserial_r(self) -> np.ndarray:
         """Point-biserial r: the Pearson correlation of s and y (see ``_pearson_with_correct``)."""
         return self._pearson_with_correct(self.values)
 
+    @cached_property
+    def ranks(self) -> np.ndarray:
+        """Tie-averaged rank of each value under each weighting: M_before_k + (m_k + 1) / 2, [B, K]."""
+        weight = self.weight
+        return np.cumsum(weight, axis=1) - weight + (weight + 1) / 2
+
     def spearman_rho(self) -> np.ndarray:
         """Spearman rho: Pearson r of the tie-averaged ranks of s and of y. The average rank of y is
-        affine in y, so rho = r(rank(s), y) with rank_k = M_before_k + (m_k + 1) / 2."""
-        weight = self.weight
-        ranks = np.cumsum(weight, axis=1) - weight + (weight + 1) / 2
-        return self._pearson_with_correct(ranks)
+        affine in y, so rho = r(rank(s), y) with ``ranks``."""
+        return self._pearson_with_correct(self.ranks)
 
     @cached_property
     def _kept_set_blocks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

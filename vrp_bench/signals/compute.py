@@ -226,25 +226,25 @@ def _late_diffusion(c: SampleCapture, s: SignalSettings) -> float | None:
 # Decoder attention against the target boxes.
 
 
-@register_signal("grounding_mass", 1, _DECODER + _BOXES)
+@register_signal("grounding_mass", 1, _DECODER + _BOXES, reference="boxes")
 def _grounding_mass(c: SampleCapture, s: SignalSettings) -> float:
     """Answer->image attention mass inside the target boxes, mean map of the aggregated layers."""
     return grounding_mass(_decoder_map(c, s), _weights(c, c.answer_attention_mean))
 
 
-@register_signal("grounding_mass_layers", 1, _DECODER + _BOXES, per_layer=True)
+@register_signal("grounding_mass_layers", 1, _DECODER + _BOXES, per_layer=True, reference="boxes")
 def _grounding_mass_layers(c: SampleCapture, s: SignalSettings) -> list[float]:
     """Attention mass inside the target boxes per decoder layer."""
     return _per_layer(grounding_mass, c.answer_attention_mean, _weights(c, c.answer_attention_mean))
 
 
-@register_signal("pointing_hit", 1, _DECODER + _BOXES)
+@register_signal("pointing_hit", 1, _DECODER + _BOXES, reference="boxes")
 def _pointing_hit(c: SampleCapture, s: SignalSettings) -> bool:
     """Pointing game: the attention peak (all tied peaks) lies in a target box, aggregated layers."""
     return pointing_hit(_decoder_map(c, s), _weights(c, c.answer_attention_mean))
 
 
-@register_signal("pointing_hit_layers", 1, _DECODER + _BOXES, per_layer=True)
+@register_signal("pointing_hit_layers", 1, _DECODER + _BOXES, per_layer=True, reference="boxes")
 def _pointing_hit_layers(c: SampleCapture, s: SignalSettings) -> list[bool]:
     """Pointing game per decoder layer."""
     return _per_layer(pointing_hit, c.answer_attention_mean, _weights(c, c.answer_attention_mean))
@@ -277,19 +277,19 @@ def _vision_c_k_components(c: SampleCapture, s: SignalSettings) -> int:
     return _components(_vision_map(c, s), s)
 
 
-@register_signal("vision_grounding_mass", 1, _VISION + _BOXES)
+@register_signal("vision_grounding_mass", 1, _VISION + _BOXES, reference="boxes")
 def _vision_grounding_mass(c: SampleCapture, s: SignalSettings) -> float:
     """Vision-encoder attention mass inside the target boxes, aggregated layers."""
     return grounding_mass(_vision_map(c, s), _weights(c, c.vision_attention))
 
 
-@register_signal("vision_grounding_mass_layers", 1, _VISION + _BOXES, per_layer=True)
+@register_signal("vision_grounding_mass_layers", 1, _VISION + _BOXES, per_layer=True, reference="boxes")
 def _vision_grounding_mass_layers(c: SampleCapture, s: SignalSettings) -> list[float]:
     """Vision-encoder attention mass inside the target boxes per layer."""
     return _per_layer(grounding_mass, c.vision_attention, _weights(c, c.vision_attention))
 
 
-@register_signal("vision_pointing_hit", 1, _VISION + _BOXES)
+@register_signal("vision_pointing_hit", 1, _VISION + _BOXES, reference="boxes")
 def _vision_pointing_hit(c: SampleCapture, s: SignalSettings) -> bool:
     """Pointing game on the vision encoder's attention, aggregated layers."""
     return pointing_hit(_vision_map(c, s), _weights(c, c.vision_attention))
@@ -334,18 +334,18 @@ def _first_token_margin(c: SampleCapture, s: SignalSettings) -> float | None:
     return first_token_margin(c.token_margins)
 
 
-@register_signal("truth_margin_layers", None, ("truth_margin_layers",), per_layer=True)
+@register_signal("truth_margin_layers", 1, ("truth_margin_layers",), per_layer=True, reference="target")
 def _truth_margin_layers(c: SampleCapture, s: SignalSettings) -> list[float]:
     """Logit-lens truth margin per decoder layer: logit(correct token) - max other logit (from model code).
 
-    It reads the reference answer, so it is a mechanistic measurement (where the answer forms), never a
-    reliability signal to score: no orientation."""
+    It reads the reference answer, so it is a mechanistic measurement (where the answer forms): a
+    diagnostic, shown by correct vs incorrect, never a reliability signal."""
     return [float(margin) for margin in c.truth_margin_layers]
 
 
-@register_signal("truth_margin", None, ("truth_margin_layers",))
+@register_signal("truth_margin", 1, ("truth_margin_layers",), reference="target")
 def _truth_margin(c: SampleCapture, s: SignalSettings) -> float:
-    """Logit-lens truth margin at the last decoder layer (reads the reference answer: not scored)."""
+    """Logit-lens truth margin at the last decoder layer (reads the reference answer: a diagnostic)."""
     return float(c.truth_margin_layers[-1])
 
 
@@ -358,7 +358,7 @@ def _sc_answers(c: SampleCapture, s: SignalSettings) -> list[str]:
     return [str(answer) for answer in c.sc_answers]
 
 
-@register_signal("sc_agreement", 1, ("sc_answers",), probability=True)
+@register_signal("sc_agreement", 1, ("sc_answers",), probability=True, calibrated_against="sc_majority_correct")
 def _sc_agreement(c: SampleCapture, s: SignalSettings) -> float:
     """S_SC: share of the sampled answers equal (normalised) to the majority answer."""
     return sc_agreement(c.sc_answers)
@@ -376,7 +376,7 @@ def _sc_majority(c: SampleCapture, s: SignalSettings) -> str:
     return majority_answer(c.sc_answers)
 
 
-@register_signal("sc_majority_correct", None, ("sc_answers", "target"))
+@register_signal("sc_majority_correct", None, ("sc_answers", "target"), reference="target")
 def _sc_majority_correct(c: SampleCapture, s: SignalSettings) -> bool:
     """Whether the SC majority matches the target by normalised exact match."""
     return exact_match(majority_answer(c.sc_answers), c.target) == 1.0

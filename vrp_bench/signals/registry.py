@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from vrp_bench.api.registry import Registry
 
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from vrp_bench.signals.compute import SampleCapture, SignalSettings
 
 ComputeFn = Callable[["SampleCapture", "SignalSettings"], Any]
+Reference = Literal["target", "boxes"]
+REFERENCES: tuple[Reference, ...] = ("target", "boxes")
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,14 @@ class SignalSpec:
     structure: under the Attention-Confidence Assumption, the hypothesis the benchmark tests);
     None for descriptive keys that are not a reliability score (scoring skips them).
     ``needs``: ``SampleCapture`` fields read; when one is None or empty the value is None.
+    ``reference``: what of the reference answer the value reads: "target" (the answer itself, e.g. the
+    logit-lens truth margin), "boxes" (the task's ground-truth boxes, which reveal the answer wherever they
+    depend on it: a box exists only for a "yes", one box per counted object) or None. A signal that reads
+    the reference is a diagnostic, never a reliability signal: it is shown by correct vs incorrect and
+    never ranked, fused or used in reliability verdicts; "boxes" signals are scored as reliability signals
+    only on tasks whose YAML metadata declares ``boxes_answer_independent: true``.
+    ``calibrated_against``: for a probability, the per-sample signal holding the correctness it
+    predicts, when that is not the greedy answer's (e.g. ``sc_majority_correct`` for ``sc_agreement``).
     ``compute``: (capture, settings) -> a JSON-ready value.
     """
 
@@ -39,10 +49,14 @@ class SignalSpec:
     probability: bool
     description: str
     compute: ComputeFn
+    reference: Reference | None = None
+    calibrated_against: str | None = None
 
     def __post_init__(self) -> None:
         if self.orientation not in (1, -1, None):
             raise ValueError(f"signal {self.name!r}: orientation must be +1, -1 or None")
+        if self.reference not in (*REFERENCES, None):
+            raise ValueError(f"signal {self.name!r}: reference must be one of {REFERENCES} or None")
 
 
 SIGNALS: Registry[SignalSpec] = Registry("signal")
@@ -55,12 +69,15 @@ def register_signal(
     *,
     per_layer: bool = False,
     probability: bool = False,
+    reference: Reference | None = None,
+    calibrated_against: str | None = None,
 ) -> Callable[[ComputeFn], ComputeFn]:
     """Decorator: register ``compute`` under ``name``; its docstring becomes the description."""
 
     def add(compute: ComputeFn) -> ComputeFn:
         description = inspect.getdoc(compute) or ""
-        spec = SignalSpec(name, orientation, needs, per_layer, probability, description, compute)
+        spec = SignalSpec(name, orientation, needs, per_layer, probability, description, compute, reference,
+                          calibrated_against)
         SIGNALS.register(name)(spec)
         return compute
 

@@ -42,14 +42,12 @@ class RecordingModel(VLM):
         return responses
 
 
-if "recording" not in MODELS:
-    MODELS.register("recording")(RecordingModel)
-
-
 @pytest.fixture
 def recording_model():
+    """``RecordingModel`` registered as "recording" for one test only (no global registration leaks)."""
     RecordingModel.seen = []
-    yield RecordingModel
+    with MODELS.registered("recording", RecordingModel):
+        yield RecordingModel
     RecordingModel.seen = []
 
 

@@ -133,3 +133,33 @@ def test_signals_command_lists_orientations(cli) -> None:
     code, out, _ = cli("signals")
     assert code == 0
     assert "| sc_agreement" in out and "measured, not scored" in out
+
+
+def test_a_run_where_every_doc_fails_exits_1_naming_the_error(cli, recording_model, tmp_path) -> None:
+    code, _, err = cli("--model", "recording", "--model_args", "fail_doc=0", "--tasks", "vrp_shapes_color",
+                       "--limit", "1", "--output_path", tmp_path, "--log_samples")
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "vrp_shapes_color: 1 of 1 docs failed (every doc)" in err and "out of memory" in err
+    assert not list(tmp_path.rglob("*.json*"))  # nothing written
+
+
+def test_max_failed_share_ends_a_run_with_too_many_failures(cli, recording_model, tmp_path) -> None:
+    assert cli("--model", "recording", "--model_args", "fail_doc=0", "--tasks", "vrp_shapes_color", "--limit", "4",
+               "--bootstrap_resamples", "100")[0] == 0  # one failed doc of four: counted, the run goes on
+    code, _, err = cli("--model", "recording", "--model_args", "fail_doc=0", "--tasks", "vrp_shapes_color",
+                       "--limit", "4", "--max_failed_share", "0.2")
+    assert code == 1 and "1 of 4 docs failed (more than 20% of the docs)" in err
+
+
+def test_a_vlm_subclass_without_its_own_constructor_runs_and_refuses_model_args(cli, tmp_path) -> None:
+    from vrp_bench.api.instance import Response
+    from vrp_bench.api.model import MODELS, VLM
+
+    class Yes(VLM):
+        def generate(self, requests):
+            return [Response(text="yes") for _ in requests]
+
+    with MODELS.registered("always_yes", Yes):
+        assert cli("--model", "always_yes", "--tasks", "vrp_shapes_exists_random", "--limit", "3")[0] == 0
+        code, _, err = cli("--model", "always_yes", "--model_args", "k=1", "--tasks", "vrp_shapes_color")
+    assert code == 2 and "has no model_arg 'k'" in err and "accepted: none" in err

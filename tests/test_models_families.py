@@ -126,6 +126,41 @@ def test_batch_of_one_and_of_eight_give_identical_greedy_answers(vlm):
     assert [r.text for r in one_by_one] == [r.text for r in batched]
 
 
+def test_only_the_sample_at_fault_fails_and_out_of_memory_is_retried_in_smaller_batches(vlm, monkeypatch):
+    requests = [request_for(doc["image"], doc["question"], i) for i, doc in enumerate(mixed_docs(4))]
+    expected = [r.text for r in vlm.generate(requests)]
+    encode = vlm.encode
+
+    def refuse_doc_2(batch):
+        if any(r.doc_id == 2 for r in batch):
+            raise ValueError("image has an unsupported mode")
+        return encode(batch)
+
+    monkeypatch.setattr(vlm, "encode", refuse_doc_2)
+    answers = vlm.generate(requests)
+    assert [r.text for i, r in enumerate(answers) if i != 2] == [t for i, t in enumerate(expected) if i != 2]
+    assert answers[2].text is None and "processor refused" in answers[2].error
+    monkeypatch.setattr(vlm, "encode", encode)
+    answer = type(vlm)._answer
+    sizes = []
+
+    def memory_for_one(self, batch, inputs, settings):
+        sizes.append(len(batch))
+        if len(batch) > 1:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return answer(self, batch, inputs, settings)
+
+    monkeypatch.setattr(type(vlm), "_answer", memory_for_one)
+    assert [r.text for r in vlm.generate(requests)] == expected and sizes == [4, 2, 1, 1, 2, 1, 1]
+
+    def broken(self, batch, inputs, settings):
+        raise RuntimeError("shape '[1, 4, 4]' is invalid for input of size 20")  # a bug: not one sample's
+
+    monkeypatch.setattr(type(vlm), "_answer", broken)
+    with pytest.raises(RuntimeError, match="shape"):
+        vlm.generate(requests)
+
+
 def test_sampled_answers_do_not_depend_on_the_batch(vlm):
     sampling = GenerationSettings(max_new_tokens=4, do_sample=True, temperature=1.0, top_p=0.9)
     docs = mixed_docs(3)

@@ -45,18 +45,15 @@ class PlantedModel(VLM):
         return responses
 
 
-if "planted" not in MODELS:
-    MODELS.register("planted")(PlantedModel)
-
-
 @pytest.fixture(scope="module")
 def planted_run(tmp_path_factory) -> Path:
     from vrp_bench.cli import main
 
     out = tmp_path_factory.mktemp("planted")
-    code = main(["--model", "planted", "--tasks", "vrp_shapes", "--limit", "60", "--output_path", str(out),
-                 "--log_samples", "--save_traces", "--bootstrap_resamples", "300", "--permutations", "19",
-                 "--cv_repeats", "2"])
+    with MODELS.registered("planted", PlantedModel):
+        code = main(["--model", "planted", "--tasks", "vrp_shapes", "--limit", "60", "--output_path", str(out),
+                     "--log_samples", "--save_traces", "--bootstrap_resamples", "300", "--permutations", "19",
+                     "--cv_repeats", "2"])
     assert code == 0
     return out / "planted"
 
@@ -130,3 +127,48 @@ def test_score_needs_the_sample_files(cli, tmp_path: Path) -> None:
     assert code == 0
     code, _, err = cli("score", tmp_path / "constant")
     assert code == 2 and "run with --log_samples" in err
+
+
+class DegenerateModel(PlantedModel):
+    """PlantedModel whose doc 0 of every task brings a zero-mass attention map and NaN token log-probs."""
+
+    name = "degenerate"
+
+    def generate(self, requests: Sequence[Request]) -> list[Response]:
+        responses = super().generate(requests)
+        for request, response in zip(requests, responses):
+            if request.doc_id == 0:
+                response.traces["answer_attention_mean"] = np.zeros((N_LAYERS, GRID, GRID))
+                response.traces["token_logprobs"] = np.array([np.nan])
+        return responses
+
+
+def test_a_degenerate_sample_nulls_its_failed_signals_with_reasons_and_the_run_completes(cli, tmp_path) -> None:
+    with MODELS.registered("degenerate", DegenerateModel):
+        code, out, err = cli("--model", "degenerate", "--tasks", "vrp_shapes_color,vrp_shapes_spatial", "--limit", 30,
+                             "--output_path", tmp_path, "--log_samples", "--bootstrap_resamples", 100,
+                             "--permutations", 0, "--cv_repeats", 1)
+    assert code == 0, err
+    assert "degenerate" not in MODELS  # the test's registration is gone
+    folder = tmp_path / "degenerate"
+    first = json.loads(next(folder.glob("*_samples_vrp_shapes_color.jsonl")).read_text().splitlines()[0])
+    assert first["error"] is None and first["correct"] is not None  # the sample itself is still scored
+    assert first["signals"]["h_s"] is None and "zero total mass" in first["signal_errors"]["h_s"]
+    assert first["signals"]["p_tok"] is None and "finite" in first["signal_errors"]["p_tok"]
+    assert first["signals"]["mean_entropy"] is not None
+    report = results_of(folder)
+    failures = report["signal_failures"]["vrp_shapes_color"]
+    assert failures["h_s"] == {"n": 1, "first_doc_id": 0, "first_reason": first["signal_errors"]["h_s"]}
+    assert report["signals"]["tasks"]["vrp_shapes_color"]["signals"]["h_s"]["n"] == 29
+    assert "signal h_s failed on 1 sample(s)" in out
+
+
+def test_the_writer_keeps_numpy_numbers_exact_and_refuses_anything_else() -> None:
+    from vrp_bench.report.writer import json_text, jsonl_text
+
+    data = {"f32": np.float32(0.25), "i64": np.int64(3), "flag": np.bool_(True), "nan": np.float32("nan")}
+    assert json.loads(json_text(data)) == {"f32": 0.25, "i64": 3, "flag": True, "nan": None}
+    assert json.loads(jsonl_text([data])) == json.loads(json_text(data))
+    for bad in (np.zeros(2), object(), Path("x")):
+        with pytest.raises(TypeError, match="not JSON-serialisable"):
+            json_text({"value": bad})

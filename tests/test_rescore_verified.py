@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from test_report_scoring import results_of  # also registers the `planted` model
+from test_report_scoring import PlantedModel, results_of
 from test_task_dialect import lmms_folder  # noqa: F401  (fixture)
 from vrp_bench.api.files import content_hash
+from vrp_bench.api.model import MODELS
 from vrp_bench.cli import main
 from vrp_bench.report.saved_run import load_run, recompute_results
 
@@ -33,8 +34,9 @@ def constant_run(tmp_path_factory) -> Path:
 def traced_run(tmp_path_factory) -> Path:
     """The `planted` model (signals and hidden states) on one task, with per-sample files, traces and probes."""
     out = tmp_path_factory.mktemp("traced")
-    assert main(["--model", "planted", "--tasks", "vrp_shapes_color", "--limit", "20",
-                 "--output_path", str(out), "--log_samples", "--save_traces", "--bootstrap_resamples", "100"]) == 0
+    with MODELS.registered("planted", PlantedModel):
+        assert main(["--model", "planted", "--tasks", "vrp_shapes_color", "--limit", "20", "--output_path", str(out),
+                     "--log_samples", "--save_traces", "--bootstrap_resamples", "100"]) == 0
     return out / "planted"
 
 

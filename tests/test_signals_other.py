@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import vrp_bench.signals
+from vrp_bench.api.errors import UsageError
 from vrp_bench.signals import SIGNALS, SampleCapture, SignalSettings, compute_signals
 from vrp_bench.signals.consistency import majority_answer, sc_agreement, sc_entropy
 from vrp_bench.signals.generation import (
@@ -165,7 +166,7 @@ def assert_plain_json(value: object) -> None:
 
 
 def test_full_capture_gives_every_key_as_plain_json():
-    signals = compute_signals(full_capture())
+    signals = compute_signals(full_capture()).values
     assert set(signals) == EXPECTED_KEYS
     assert all(value is not None for value in signals.values())
     for value in signals.values():
@@ -184,13 +185,13 @@ def test_scalars_use_the_mean_map_of_the_second_half_of_the_layers():
     stack[2] = [[0.0, 1.0], [0.0, 0.0]]
     stack[3] = [[0.0, 0.0], [0.0, 5.0]]  # normalised before averaging: equal weight to layer 2
     capture = SampleCapture(answer_attention_mean=stack, image_size=(2, 2), boxes=[[1, 0, 2, 1]])
-    signals = compute_signals(capture)
+    signals = compute_signals(capture).values
     assert signals["h_s"] == pytest.approx(math.log(2), abs=1e-6)
     assert signals["grounding_mass"] == pytest.approx(0.5)
     assert signals["grounding_mass_layers"] == [0.0, 0.0, 1.0, 0.0]
-    explicit = compute_signals(capture, SignalSettings(aggregate_layers=(0,)))
+    explicit = compute_signals(capture, SignalSettings(aggregate_layers=(0,))).values
     assert explicit["h_s"] == pytest.approx(0.0, abs=1e-6) and explicit["grounding_mass"] == 0.0
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError, match="aggregate layers"):  # a setting, not the sample: never swallowed
         compute_signals(capture, SignalSettings(aggregate_layers=(4,)))
 
 
@@ -198,17 +199,30 @@ def test_inapplicable_signals_are_none_not_zero():
     capture = full_capture()
     capture.boxes, capture.vision_attention, capture.sc_answers = [], None, None
     capture.token_logprobs = np.array([])  # an empty answer
-    signals = compute_signals(capture)
+    signals = compute_signals(capture).values
     for name in ("grounding_mass", "pointing_hit", "grounding_mass_layers", "pointing_hit_layers",
                  "vision_h_s", "vision_grounding_mass", "vision_c_k_dbscan", "vision_h_s_layers",
                  "sc_agreement", "sc_entropy", "sc_majority", "sc_majority_correct", "sc_answers",
                  "p_tok", "p_tok_prob", "min_logprob", "perplexity"):  # fmt: skip
         assert signals[name] is None, name
     assert signals["h_s"] is not None and signals["mean_entropy"] is not None
-    assert set(compute_signals(SampleCapture()).values()) == {None}
-    single_layer = compute_signals(SampleCapture(answer_attention_mean=np.ones((1, 3, 3))))
+    assert set(compute_signals(SampleCapture()).values.values()) == {None}
+    single_layer = compute_signals(SampleCapture(answer_attention_mean=np.ones((1, 3, 3)))).values
     assert single_layer["early_lock_layer"] is None and single_layer["late_diffusion"] is None
     assert single_layer["h_s"] == pytest.approx(math.log(9), abs=1e-6)
+
+
+def test_a_signal_that_fails_on_a_sample_is_null_with_its_reason_and_the_rest_are_computed():
+    capture = full_capture()
+    capture.answer_attention_mean = np.zeros_like(capture.answer_attention_mean)  # a degenerate, zero-mass map
+    capture.token_logprobs = np.array([np.nan])  # NaN logits
+    computed = compute_signals(capture)
+    assert computed.values["h_s"] is None and "zero total mass" in computed.errors["h_s"]
+    assert computed.values["grounding_mass"] is None and "grounding_mass" in computed.errors
+    assert computed.values["p_tok"] is None and "finite" in computed.errors["p_tok"]
+    assert computed.values["vision_h_s"] is not None and computed.values["sc_agreement"] is not None
+    assert not {"vision_h_s", "sc_agreement", "mean_entropy"} & set(computed.errors)
+    assert compute_signals(full_capture()).errors == {}
 
 
 def test_sample_capture_checks_array_dimensions():

@@ -56,7 +56,7 @@ def test_signals_recover_the_planted_dependence():
     y = []
     for _ in range(N_SAMPLES):
         capture, truth, correct = planted_sample(rng)
-        signals = compute_signals(capture)
+        signals = compute_signals(capture).values
         assert signals["grounding_mass"] == pytest.approx(truth["g"])
         assert signals["h_s"] == pytest.approx(truth["h_s"], abs=1e-6)
         assert signals["p_tok"] == pytest.approx(truth["p_tok"])

@@ -144,6 +144,10 @@ _RUN_OPTIONS = [
                  help="Also write per-sample JSONL (and, with ablations, per-condition JSONL)."),
     click.option("--gen_kwargs", "--gen-kwargs", "gen_kwargs", default="",
                  help="k=v overriding every task's generation_kwargs."),
+    click.option("--max_failed_share", "--max-failed-share", "max_failed_share",
+                 type=click.FloatRange(min=0, max=1, max_open=True), default=None,
+                 help="End the run (exit 1, nothing written) when a task's share of failed docs exceeds this "
+                      "[default: only when every doc of a task failed]."),
     click.option("--sc_samples", "--sc-samples", "sc_samples", type=click.IntRange(min=0), default=None,
                  help="Self-consistency samples per doc (0 disables); same as --model_args sc_samples=K."),
     click.option("--save_traces", "--save-traces", "save_traces", is_flag=True,
@@ -268,6 +272,7 @@ def _run(options: dict[str, Any], ablation_settings: AblationSettings | None) ->
         device=options["device"],
         seed=options["seed"],
         gen_kwargs=parse_key_values(options["gen_kwargs"], "--gen_kwargs"),
+        max_failed_share=options["max_failed_share"],
     )
     run_folder = output_path / model if output_path is not None else None
     started = time.time()

@@ -21,7 +21,7 @@ from vrp_bench.api.instance import Request, Response
 from vrp_bench.api.model import MODELS, VLM
 from vrp_bench.api.task import DocError, Task
 from vrp_bench.api.task_index import TaskIndex
-from vrp_bench.signals import SampleCapture, compute_signals
+from vrp_bench.signals import SampleCapture, SampleSignals, compute_signals
 
 HIDDEN_STATE_TRACES = ("hidden_last_prompt", "hidden_first_answer")
 CAPTURE_FIELDS = tuple(
@@ -45,6 +45,8 @@ class RunConfig:
     device: str | None = None
     seed: int = 0
     gen_kwargs: dict[str, Any] = field(default_factory=dict)
+    max_failed_share: float | None = None
+    """A task whose share of failed docs exceeds this ends the run (exit 1); None: only when every doc failed."""
 
 
 @dataclass
@@ -57,6 +59,8 @@ class SampleRecord:
     metrics: dict[str, float] = field(default_factory=dict)
     correct: bool | None = None
     signals: dict[str, Any] = field(default_factory=dict)
+    signal_errors: dict[str, str] = field(default_factory=dict)
+    """Signals that failed on this sample (their value is None): name -> reason."""
     doc: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     hidden_states: dict[str, np.ndarray] = field(default_factory=dict)
@@ -78,6 +82,8 @@ class SampleRecord:
         }
         if self.signals:
             record["signals"] = self.signals
+        if self.signal_errors:
+            record["signal_errors"] = self.signal_errors
         return record
 
 
@@ -186,6 +192,7 @@ def evaluate(
     try:
         for task, n in plan:
             records = run_task(task, model, config, n, bar)
+            check_failures(task.name, records, config.max_failed_share)
             results[task.name] = aggregate_task(task, len(task), records)
     finally:
         if bar is not None:
@@ -232,7 +239,9 @@ def score_record(
     if response.error is not None or response.text is None:
         record.error = response.error or "model returned no answer"
         return
-    record.signals = {**response.signals, **signals_from_traces(task, doc, request, response.traces, signal_names)}
+    computed = signals_from_traces(task, doc, request, response.traces, signal_names)
+    record.signals = computed.values
+    record.signal_errors = computed.errors
     record.hidden_states = {k: response.traces[k] for k in HIDDEN_STATE_TRACES if response.traces.get(k) is not None}
     record.prediction = response.text
     try:
@@ -252,15 +261,16 @@ def is_correct(primary: float) -> bool:
 
 def signals_from_traces(
     task: Task, doc: dict[str, Any], request: Request, traces: dict[str, Any], names: Collection[str] | None = None
-) -> dict[str, Any]:
-    """The reliability signals of one sample from what the model captured (``Response.traces``).
+) -> SampleSignals:
+    """The reliability signals of one sample (and the reasons of those that failed on it) from what the model
+    captured (``Response.traces``).
 
     Trace keys named like ``SampleCapture`` fields are passed on; the doc adds its ground-truth boxes
     and the request its image size and target. Nothing captured: no signals.
     """
     captured = {name: traces[name] for name in CAPTURE_FIELDS if traces.get(name) is not None}
     if not captured:
-        return {}
+        return SampleSignals({}, {})
     capture = SampleCapture(
         **captured,
         image_size=request.images[0].size if request.images else None,
@@ -268,6 +278,23 @@ def signals_from_traces(
         target=request.target,
     )
     return compute_signals(capture, names=names)
+
+
+FIRST_ERRORS = 3
+
+
+def check_failures(task: str, records: Sequence[SampleRecord], max_failed_share: float | None) -> None:
+    """``RunError`` (exit 1; nothing is written) when too many docs of ``task`` failed: more than
+    ``max_failed_share`` of them, or (None) every one. A failure that hits every doc is the run's problem (a
+    wrong patch grid, a broken task function), not the samples'; it names the first distinct errors."""
+    failed = [r.error for r in records if r.error is not None]
+    too_many = len(failed) == len(records) if max_failed_share is None else len(failed) > max_failed_share * len(records)
+    if not failed or not too_many:
+        return
+    distinct = list(dict.fromkeys(failed))[:FIRST_ERRORS]
+    limit = "every doc" if max_failed_share is None else f"more than {max_failed_share:.0%} of the docs"
+    raise RunError(f"task {task}: {len(failed)} of {len(records)} docs failed ({limit}); first distinct errors: "
+                   + " | ".join(distinct))
 
 
 def aggregate_task(task: Task, n_docs: int, records: Sequence[SampleRecord]) -> TaskResult:

@@ -2,10 +2,11 @@
 
 A request is one doc of one task, fully rendered: images, prompt text (or chat messages),
 generation settings and a per-request seed. The model answers each request with a
-``Response``. ``Response.signals`` is the extension point for reliability signals (attention
-structure, generation dynamics, self-consistency, ...): a flat mapping of signal name to a
-JSON-ready value (a number, ``None`` or a list per layer). ``Response.traces`` holds large arrays
-(hidden states) that are kept in memory for probes and only written to disk on request.
+``Response``: the answer text and, in ``Response.traces``, what it captured (arrays named like the
+fields of ``signals.SampleCapture``: attention maps, token log-probabilities, hidden states, ...).
+Reliability signals are computed from those traces by the registered signal functions (``signals``),
+so a new signal is a registered function, never a value a model sets; hidden states are kept in memory
+for probes and only written to disk on request.
 """
 
 from __future__ import annotations
@@ -64,7 +65,6 @@ class Response:
     """
 
     text: str | None
-    signals: dict[str, Any] = field(default_factory=dict)
     traces: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
 

@@ -57,7 +57,9 @@ class VLM(ABC):
     def check_args(cls, model_args: dict[str, Any]) -> None:
         """Reject unknown or missing ``--model_args`` keys (cheap: nothing is loaded)."""
         parameters = inspect.signature(cls.__init__).parameters
-        accepted = [p for p in parameters if p not in ("self", "device")]
+        named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        # named keyword parameters only: an inherited object.__init__(*args, **kwargs) takes no model_args
+        accepted = [name for name, p in parameters.items() if p.kind in named and name not in ("self", "device")]
         for key in model_args:
             if key not in accepted:
                 listing = ", ".join(accepted) or "none"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Generic, TypeVar
 
 from vrp_bench.api.errors import UsageError
@@ -38,6 +39,15 @@ class Registry(Generic[T]):
             return obj
 
         return add
+
+    @contextmanager
+    def registered(self, name: str, obj: T) -> Iterator[T]:
+        """``obj`` registered under ``name`` for the duration of a ``with`` block (tests, notebooks)."""
+        self.register(name)(obj)
+        try:
+            yield obj
+        finally:
+            del self._entries[name]
 
     def get(self, name: str) -> T:
         """The entry called ``name``; an unknown name is a ``UsageError`` with suggestions."""

@@ -281,6 +281,7 @@ def _record(condition: Condition, sample: _Sample, response: Response, reference
         "flipped": None if scored.error else scored.prediction != reference.text,
         "first_token_kl": None if scored.error else first_token_kl(reference, response),
         "signals": {name: scored.signals.get(name) for name in signals} if scored.error is None else {},
+        "signal_errors": scored.signal_errors,
         "probe_probability": None if scored.error else _probe_probability(probes, sample, response),
         "error": scored.error,
     }

@@ -173,28 +173,46 @@ class HFVLM(VLM):
 
     def _generate_batch(self, requests: list[Request], settings: GenerationSettings) -> list[Response]:
         """Answer one batch (greedy, or one seeded sampled request); with ``capture``, in one instrumented
-        pass that also returns every sample's traces, plus its self-consistency answers."""
+        pass that also returns every sample's traces, plus its self-consistency answers.
+
+        Only what belongs to one sample fails one sample: an input the processor refuses (the batch is
+        retried one request at a time to find it) and running out of memory (retried in halves, then alone).
+        Anything else is the run's problem and propagates."""
         try:
             inputs = self.encode(requests)
-            kwargs = self._generation_kwargs(settings)
-            if not settings.greedy:
-                torch.manual_seed(requests[0].seed)
-            if self.capture:
-                new_tokens, traces = instrumented_generate(
-                    self.model, self.adapter, self.processor, inputs, kwargs, [r.target for r in requests]
-                )
-            else:
-                with torch.inference_mode():
-                    output = self.model.generate(**inputs, **kwargs)
-                new_tokens, traces = output[:, inputs["input_ids"].shape[1] :], None
-            responses = [Response(text=text) for text in self._decode(new_tokens, settings.until)]
-            for index, response in enumerate(responses):
-                if traces is not None:
-                    response.traces = traces[index].as_traces()
-                if self.capture and self.self_consistency["k"]:
-                    response.traces["sc_answers"] = self._sample_answers(requests[index], settings)
-        except (ValueError, RuntimeError) as error:  # a malformed sample or out of memory: fail the batch only
-            return [Response.failed(f"{type(error).__name__}: {error}") for _ in requests]
+        except (ValueError, TypeError, OSError) as error:
+            if len(requests) > 1:
+                return [response for request in requests for response in self._generate_batch([request], settings)]
+            return [Response.failed(f"the processor refused this input: {type(error).__name__}: {error}")]
+        try:
+            return self._answer(requests, inputs, settings)
+        except RuntimeError as error:
+            if not _out_of_memory(error):
+                raise
+            if len(requests) > 1:
+                half = len(requests) // 2
+                return self._generate_batch(requests[:half], settings) + self._generate_batch(requests[half:], settings)
+            return [Response.failed(f"out of memory even alone: {error}")]
+
+    def _answer(self, requests: list[Request], inputs: Any, settings: GenerationSettings) -> list[Response]:
+        """The answers (and traces) of an encoded batch."""
+        kwargs = self._generation_kwargs(settings)
+        if not settings.greedy:
+            torch.manual_seed(requests[0].seed)
+        if self.capture:
+            new_tokens, traces = instrumented_generate(
+                self.model, self.adapter, self.processor, inputs, kwargs, [r.target for r in requests]
+            )
+        else:
+            with torch.inference_mode():
+                output = self.model.generate(**inputs, **kwargs)
+            new_tokens, traces = output[:, inputs["input_ids"].shape[1] :], None
+        responses = [Response(text=text) for text in self._decode(new_tokens, settings.until)]
+        for index, response in enumerate(responses):
+            if traces is not None:
+                response.traces = traces[index].as_traces()
+            if self.capture and self.self_consistency["k"]:
+                response.traces["sc_answers"] = self._sample_answers(requests[index], settings)
         return responses
 
     def _decode(self, new_tokens: torch.Tensor, until: Sequence[str]) -> list[str]:
@@ -244,3 +262,9 @@ for _family, _adapter in FAMILIES.items():
         str(CHECKPOINTS / _family),
         f"tiny trained {_family} (~1M parameters, 64 px, shipped; trained on vrp_shapes)",
     )
+
+
+def _out_of_memory(error: RuntimeError) -> bool:
+    """Whether ``error`` is an allocation failure (CUDA's OutOfMemoryError, or the CPU allocator's message)."""
+    text = str(error).lower()
+    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in text or "not enough memory" in text

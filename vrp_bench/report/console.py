@@ -79,6 +79,10 @@ def signals_table(report: dict[str, Any]) -> list[str]:
     if report["fusion"] and report["fusion"].get("heldout"):
         lines.append(f"fusion of {len(report['fusion']['signals'])} signals: {_heldout(report['fusion']['heldout'])}")
     lines += _diagnostics_lines(report.get("diagnostics") or {})
+    for task, failures in report["signal_failures"].items():
+        for name, entry in failures.items():
+            lines.append(f"{task}: signal {name} failed on {entry['n']} sample(s) (null there, not scored); "
+                         f"first: doc {entry['first_doc_id']}: {entry['first_reason']}")
     for name, verdict in report["verdicts"].items():
         layer = f" (layer {verdict['layer']})" if verdict.get("layer") is not None else ""
         lines.append(f"verdict {name}: {verdict['status']}{layer}: {verdict['decided_by']}")

@@ -25,7 +25,6 @@ from vrp_bench.scoring.sections import score_sections
 from vrp_bench.scoring.settings import ScoringSettings
 
 RESULTS_SUFFIX = "_results.json"
-SCORED_SECTIONS = ("signals", "diagnostics", "fusion", "probes", "layers", "verdicts", "summary")
 EDITED = " (records edited after the run?)"
 
 

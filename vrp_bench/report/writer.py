@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from vrp_bench.api.errors import UsageError
 
 
@@ -35,11 +37,19 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def _native(value: Any) -> Any:
+    """``json.dumps``' fallback: a numpy scalar as the Python number or bool it holds exactly; anything else that
+    is not JSON-native (an array, an object) is a bug in what was built, so it raises TypeError."""
+    if isinstance(value, np.generic) and value.ndim == 0 and not isinstance(value, (np.str_, np.bytes_, np.void)):
+        return _finite(value.item())
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable (convert it where the report is built)")
+
+
 def json_text(data: Any) -> str:
-    """Pretty JSON with non-finite numbers as null and non-JSON objects as their ``str``."""
-    return json.dumps(_finite(data), indent=2, ensure_ascii=False, default=str) + "\n"
+    """Pretty JSON with non-finite numbers as null and numpy scalars as plain numbers."""
+    return json.dumps(_finite(data), indent=2, ensure_ascii=False, default=_native) + "\n"
 
 
 def jsonl_text(records: list[dict[str, Any]]) -> str:
     """One compact JSON object per line."""
-    return "".join(json.dumps(_finite(r), ensure_ascii=False, default=str) + "\n" for r in records)
+    return "".join(json.dumps(_finite(r), ensure_ascii=False, default=_native) + "\n" for r in records)

@@ -205,6 +205,19 @@ def layer_profiles(records: Sequence[dict[str, Any]], settings: ScoringSettings)
     return profiles
 
 
+def signal_failures(samples: Mapping[str, Sequence[dict[str, Any]]]) -> dict[str, Any]:
+    """Per task, each signal that failed on some sample (``signal_errors``: its value is null there): how many
+    samples, and the first one's doc id and reason."""
+    section: dict[str, Any] = {}
+    for task, records in samples.items():
+        for record in records:
+            for name, reason in (record.get("signal_errors") or {}).items():
+                entry = section.setdefault(task, {}).setdefault(
+                    name, {"n": 0, "first_doc_id": record["doc_id"], "first_reason": reason})
+                entry["n"] += 1
+    return section
+
+
 def score_sections(
     samples: Mapping[str, Sequence[dict[str, Any]]],
     hidden: Mapping[str, Mapping[str, np.ndarray]],
@@ -222,8 +235,8 @@ def score_sections(
     probes, fits = probe_hidden_states(records, tasks, sample_keys(samples), hidden, settings)
     layers = layer_profiles(records, settings)
     fusion = fuse(reliable_records, tasks, list(signals[WITHIN_TASK]["signals"]), settings)
-    sections = {"signals": signals, "diagnostics": diagnostics(per_task, metadata, settings), "fusion": fusion,
-                "probes": probes, "layers": layers}
+    sections = {"signals": signals, "diagnostics": diagnostics(per_task, metadata, settings),
+                "signal_failures": signal_failures(samples), "fusion": fusion, "probes": probes, "layers": layers}
     sections["summary"] = summarize(sections, reliable_records, tasks, settings)
     sections["verdicts"] = verdicts(signals[WITHIN_TASK]["signals"], records, tasks, settings)
     return sections, fits

@@ -5,7 +5,7 @@ Each signal is a function in a concept module (structural, grounding, generation
 plus one ``SIGNALS`` entry (registered in ``compute``) saying what it reads and how it is oriented.
 """
 
-from vrp_bench.signals.compute import SampleCapture, SignalSettings, compute_signals
+from vrp_bench.signals.compute import SampleCapture, SampleSignals, SignalSettings, compute_signals
 from vrp_bench.signals.registry import SIGNALS, SignalSpec
 
-__all__ = ["SIGNALS", "SampleCapture", "SignalSettings", "SignalSpec", "compute_signals"]
+__all__ = ["SIGNALS", "SampleCapture", "SampleSignals", "SignalSettings", "SignalSpec", "compute_signals"]

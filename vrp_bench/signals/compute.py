@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from vrp_bench.api.errors import UsageError
 from vrp_bench.api.metrics import exact_match
 from vrp_bench.signals.consistency import majority_answer, sc_agreement, sc_entropy
 from vrp_bench.signals.generation import (
@@ -100,15 +101,49 @@ class SignalSettings:
     vision_aggregate_layers: tuple[int, ...] | None = None
 
 
+@dataclass
+class SampleSignals:
+    """One sample's signals: ``values`` {name: JSON-ready value or None} and, for each signal that failed on
+    this sample (raised, or gave a NaN / infinite number), ``errors`` {name: reason}; its value is None."""
+
+    values: dict[str, Any]
+    errors: dict[str, str]
+
+
 def compute_signals(
     capture: SampleCapture, settings: SignalSettings = SignalSettings(), names: Collection[str] | None = None
-) -> dict[str, Any]:
-    """Every registered signal (or only ``names``) of one sample: {name: value or None}, JSON-serialisable."""
-    return {
-        name: spec.compute(capture, settings) if capture.has(spec.needs) else None
-        for name, spec in SIGNALS.items()
-        if names is None or name in names
-    }
+) -> SampleSignals:
+    """Every registered signal (or only ``names``) of one sample. A signal whose capture fields are missing is
+    None (inapplicable); one that fails on this sample's data (e.g. an attention map with zero mass) is None
+    with the reason in ``errors``, and the others are still computed. A bad setting (``UsageError``) is not
+    a property of the sample: it propagates."""
+    values: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for name, spec in SIGNALS.items():
+        if names is not None and name not in names:
+            continue
+        values[name] = None
+        if not capture.has(spec.needs):
+            continue
+        try:
+            value = spec.compute(capture, settings)
+        except UsageError:
+            raise
+        except Exception as error:  # this sample's data, not the run: recorded, counted, never fatal
+            errors[name] = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
+            continue
+        if not _finite(value):
+            errors[name] = "not a finite number (NaN or infinite)"
+            continue
+        values[name] = value
+    return SampleSignals(values, errors)
+
+
+def _finite(value: Any) -> bool:
+    """False for a float (or a list holding one) that is NaN or infinite."""
+    if isinstance(value, list):
+        return all(_finite(item) for item in value)
+    return not isinstance(value, float) or np.isfinite(value)
 
 
 def _mean_map(stack: np.ndarray, layers: tuple[int, ...] | None) -> np.ndarray:
@@ -116,7 +151,7 @@ def _mean_map(stack: np.ndarray, layers: tuple[int, ...] | None) -> np.ndarray:
     n_layers = len(stack)
     chosen = range(n_layers // 2, n_layers) if layers is None else layers
     if not chosen or any(not -n_layers <= layer < n_layers for layer in chosen):
-        raise ValueError(f"aggregate layers {tuple(chosen)} do not index {n_layers} layers")
+        raise UsageError(f"aggregate layers {tuple(chosen)} do not index the {n_layers} captured layers")
     return np.mean([normalize_map(stack[layer]) for layer in chosen], axis=0)
 
 

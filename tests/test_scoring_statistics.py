@@ -10,8 +10,8 @@ from scipy.stats import norm, pointbiserialr, spearmanr
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
 from vrp_bench.scoring import statistics as st
-from vrp_bench.scoring.bootstrap import bootstrap_ci, percentile_ci, resample_weights
-from vrp_bench.scoring.signal_quality import ScoringOptions, score_signal
+from vrp_bench.scoring.bootstrap import percentile_ci, resample_weights
+from vrp_bench.scoring.signal_quality import ScoringOptions, score_auroc, score_signal
 from vrp_bench.scoring.statistics import UndefinedStatistic
 from vrp_bench.scoring.tally import Tally
 
@@ -260,6 +260,6 @@ def test_percentile_ci_covers_the_true_auroc_of_two_normals():
     for repetition in range(repetitions):
         y = rng.integers(0, 2, n)
         s = rng.normal(size=n) + d * y
-        ci = bootstrap_ci(Tally.auroc, s, y, seed=repetition, n_resamples=400).interval
+        ci = score_auroc(s, y, options=ScoringOptions(seed=repetition, n_resamples=400))["ci"]
         covered += ci[0] <= truth <= ci[1]
     assert 0.88 <= covered / repetitions <= 0.995

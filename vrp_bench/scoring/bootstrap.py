@@ -1,21 +1,19 @@
 """Seeded percentile bootstrap, vectorised over resamples.
 
-A resample draws n units (samples, or groups such as docs) uniformly with replacement; it is held as
-integer multiplicities per sample, so one ``Tally`` of shape [B, K] carries all B resamples and every
-statistic is computed for all of them at once (no per-resample sort). The CI is the percentile
-interval [q_(1-c)/2, q_(1+c)/2] of the statistic over the resamples where it is defined; undefined
-resamples (NaN) are skipped and counted, and if more than ``max_undefined_fraction`` of them are
-undefined there is no CI.
+A resample draws n units (samples, or groups such as docs; within each task when stratified) uniformly
+with replacement; it is held as integer multiplicities per sample, so one ``Tally`` of shape [B, K]
+carries all B resamples and every statistic is computed for all of them at once (no per-resample sort).
+The CI is the percentile interval [q_(1-c)/2, q_(1+c)/2] of the statistic over the resamples where it
+is defined; undefined resamples (NaN) are skipped and counted, and if more than
+``max_undefined_fraction`` of them are undefined there is no CI.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
-
-from vrp_bench.scoring.tally import Tally
 
 N_RESAMPLES = 1000
 CONFIDENCE = 0.95
@@ -56,19 +54,6 @@ def resample_weights(
     return weights
 
 
-def bootstrap_tally(
-    signal: np.ndarray,
-    correct: np.ndarray,
-    *,
-    n_resamples: int = N_RESAMPLES,
-    seed: int,
-    groups: Sequence[Any] | np.ndarray | None = None,
-) -> Tally:
-    """One ``Tally`` row per resample of (signal, correct)."""
-    weights = resample_weights(len(signal), n_resamples, seed, groups)
-    return Tally.from_samples(np.asarray(signal, dtype=float), np.asarray(correct, dtype=float), weights)
-
-
 def percentile_ci(
     replicates: np.ndarray,
     confidence: float = CONFIDENCE,
@@ -86,20 +71,3 @@ def percentile_ci(
     tail = (1.0 - confidence) / 2.0
     low, high = np.quantile(replicates[~np.isnan(replicates)], [tail, 1.0 - tail])
     return PercentileCI([float(low), float(high)], total, undefined, None)
-
-
-def bootstrap_ci(
-    statistic: Callable[..., np.ndarray],
-    signal: np.ndarray,
-    correct: np.ndarray,
-    *,
-    seed: int,
-    n_resamples: int = N_RESAMPLES,
-    confidence: float = CONFIDENCE,
-    groups: Sequence[Any] | np.ndarray | None = None,
-    **options: Any,
-) -> PercentileCI:
-    """Percentile CI of one batched statistic, e.g. ``bootstrap_ci(Tally.auroc, s, y, seed=0)`` or
-    ``bootstrap_ci(Tally.selective_accuracy, s, y, seed=0, coverage=0.8)``."""
-    tally = bootstrap_tally(signal, correct, n_resamples=n_resamples, seed=seed, groups=groups)
-    return percentile_ci(statistic(tally, **options), confidence)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -35,11 +35,10 @@ from vrp_bench.scoring.crossval import (
 )
 from vrp_bench.scoring.heldout import HeldOutDesign, Pipeline, evaluate_heldout
 from vrp_bench.scoring.signal_quality import ScoringOptions, score_auroc, undefined_entry
-from vrp_bench.scoring.statistics import MIN_SAMPLES, UndefinedStatistic, auroc, binary_labels
+from vrp_bench.scoring.statistics import UndefinedStatistic, auroc, binary_labels
 
 PROBES_FORMAT = "vrp-bench probes 1"
 Folds = list[tuple[np.ndarray, np.ndarray]]
-AurocScore = Callable[[np.ndarray, np.ndarray], dict[str, Any]]
 
 
 @dataclass

@@ -13,11 +13,12 @@ from vrp_bench.interventions import AblationSettings, ablation_section, build_co
 from vrp_bench.interventions.conditions import resolve_layers
 from vrp_bench.interventions.outcomes import bottleneck, breaking_point, chance_accuracy, robustness_auc
 from vrp_bench.interventions.runner import first_token_kl, masked_cells
+from vrp_bench.models.families import FAMILIES as FAMILY_REGISTRY
 from vrp_bench.api.instance import Response
 from vrp_bench.report.schema import schema_problems
 from vrp_bench.scoring.settings import ScoringSettings
 
-FAMILIES = ["llava", "paligemma", "qwen2_vl", "qwen2_5_vl"]
+FAMILIES = list(FAMILY_REGISTRY)
 
 
 # --- conditions ---------------------------------------------------------------------------------

@@ -323,3 +323,20 @@ def test_holm_and_benjamini_hochberg_match_their_definitions():
     bh = benjamini_hochberg(p)
     assert bh[3] is None
     assert [v for v in bh if v is not None] == pytest.approx(list(false_discovery_control(defined)))
+
+
+def test_agreement_keeps_its_calibration_label_through_the_reliability_view():
+    """sc_majority_correct reads the target, so it is never a reliability signal, but it is the label
+    sc_agreement is calibrated against: scoring must still see it."""
+    rng = np.random.default_rng(2)
+    samples = {}
+    for task in ("t_a", "t_b"):
+        agreement = rng.choice([0.4, 0.7, 1.0], 60)
+        samples[task] = [{"doc_id": i, "correct": bool(rng.random() < 0.6), "error": None,
+                          "signals": {"sc_agreement": float(a), "sc_majority_correct": bool(rng.random() < a)}}
+                         for i, a in enumerate(agreement)]
+    sections, _ = score_sections(samples, {}, ScoringSettings(n_resamples=100, permutations=0, repeats=1), {})
+    calibration = sections["signals"]["within_task"]["signals"]["sc_agreement"]["statistics"]
+    assert calibration["brier"]["n"] == 120 and calibration["brier"]["value"] is not None
+    assert calibration["ece_l2_debiased"]["labels"] == "calibration label"
+    assert "sc_majority_correct" not in sections["summary"]["signal_auroc"]

@@ -86,11 +86,14 @@ def reliability_view(
     per_task: Mapping[str, Sequence[dict[str, Any]]], metadata: Mapping[str, Mapping[str, Any]],
 ) -> dict[str, list[dict[str, Any]]]:
     """Per task, the records with only the signals that are reliability signals there
-    (``is_reliability_signal``): what ranking, fusion and best-signal selection may read."""
+    (``is_reliability_signal``), plus the labels their calibration is scored against
+    (``SignalSpec.calibrated_against``): what ranking, fusion and best-signal selection may read."""
     view = {}
     for task, records in per_task.items():
         independent = boxes_answer_independent(metadata.get(task))
-        keep = {name for name, spec in SIGNALS.items() if is_reliability_signal(spec, independent)}
+        reliable = [spec for _, spec in SIGNALS.items() if is_reliability_signal(spec, independent)]
+        keep = {spec.name for spec in reliable} | {spec.calibrated_against for spec in reliable
+                                                   if spec.calibrated_against is not None}
         view[task] = [{**r, "signals": {k: v for k, v in (r.get("signals") or {}).items() if k in keep}}
                       for r in records]
     return view

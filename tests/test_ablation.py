@@ -15,6 +15,7 @@ from vrp_bench.interventions.outcomes import bottleneck, breaking_point, chance_
 from vrp_bench.interventions.runner import first_token_kl, masked_cells
 from vrp_bench.models.families import FAMILIES as FAMILY_REGISTRY
 from vrp_bench.api.instance import Response
+from vrp_bench.api.traces import Traces
 from vrp_bench.report.schema import schema_problems
 from vrp_bench.scoring.settings import ScoringSettings
 
@@ -91,9 +92,9 @@ def test_masked_cells_and_first_token_kl() -> None:
     assert len(random) == 2 and np.array_equal(random, masked_cells(attention, "random", 0.4, [1, 2]))
     p = np.log(np.array([0.5, 0.25, 0.25]))
     q = np.log(np.array([0.25, 0.5, 0.25]))
-    same = first_token_kl(Response("a", traces={"first_token_logprobs": p}), Response("a", traces={"first_token_logprobs": p}))
+    same = first_token_kl(Response("a", Traces(first_token_logprobs=p)), Response("a", Traces(first_token_logprobs=p)))
     assert same == 0.0
-    kl = first_token_kl(Response("a", traces={"first_token_logprobs": p}), Response("b", traces={"first_token_logprobs": q}))
+    kl = first_token_kl(Response("a", Traces(first_token_logprobs=p)), Response("b", Traces(first_token_logprobs=q)))
     assert kl == pytest.approx(0.5 * np.log(2) + 0.25 * np.log(0.5))
 
 

@@ -47,7 +47,7 @@ def test_answers_identical_with_capture_on_and_off(tiny):
         assert trace.vision_attention.shape[0] == len(adapter.vision_blocks(model))
         assert len(trace.truth_margin_layers) == n_layers
         assert trace.hidden_last_prompt.shape == (n_layers, model.config.text_config.hidden_size)
-        assert len(trace.token_logprobs) == len(trace.answer_tokens)
+        assert len(trace.token_logprobs) == len(trace.token_entropies) == len(trace.token_margins) > 0
 
 
 def test_decoder_rows_equal_eager_attention_probabilities(tiny):

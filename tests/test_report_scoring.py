@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 
 from vrp_bench.api.instance import Request, Response
 from vrp_bench.api.model import MODELS, VLM
+from vrp_bench.api.traces import Traces
 
 N_LAYERS, HIDDEN, GRID = 3, 16, 8
 
@@ -35,12 +37,12 @@ class PlantedModel(VLM):
             attention = rng.random((N_LAYERS, GRID, GRID))
             responses.append(Response(
                 text=target if right else "wrong",
-                traces={
-                    "answer_attention_mean": attention, "answer_attention_first": attention,
-                    "token_logprobs": np.array([rng.normal(-0.5 if right else -1.5, 0.5)]),
-                    "token_entropies": np.array([rng.random()]), "token_margins": np.array([rng.random()]),
-                    "hidden_last_prompt": hidden,
-                },
+                traces=Traces(
+                    answer_attention_mean=attention, answer_attention_first=attention,
+                    token_logprobs=np.array([rng.normal(-0.5 if right else -1.5, 0.5)]),
+                    token_entropies=np.array([rng.random()]), token_margins=np.array([rng.random()]),
+                    hidden_last_prompt=hidden,
+                ),
             ))
         return responses
 
@@ -130,7 +132,8 @@ def test_score_needs_the_sample_files(cli, tmp_path: Path) -> None:
 
 
 class DegenerateModel(PlantedModel):
-    """PlantedModel whose doc 0 of every task brings a zero-mass attention map and NaN token log-probs."""
+    """PlantedModel whose doc 0 of every task brings a zero-mass attention map and NaN token log-probs, and doc 1
+    an empty answer (no answer token)."""
 
     name = "degenerate"
 
@@ -138,8 +141,13 @@ class DegenerateModel(PlantedModel):
         responses = super().generate(requests)
         for request, response in zip(requests, responses):
             if request.doc_id == 0:
-                response.traces["answer_attention_mean"] = np.zeros((N_LAYERS, GRID, GRID))
-                response.traces["token_logprobs"] = np.array([np.nan])
+                response.traces = replace(response.traces, answer_attention_mean=np.zeros((N_LAYERS, GRID, GRID)),
+                                          token_logprobs=np.array([np.nan]))
+            if request.doc_id == 1:
+                empty = np.array([])
+                response.text = ""
+                response.traces = replace(response.traces, token_logprobs=empty, token_entropies=empty,
+                                          token_margins=empty)
         return responses
 
 
@@ -156,10 +164,15 @@ def test_a_degenerate_sample_nulls_its_failed_signals_with_reasons_and_the_run_c
     assert first["signals"]["h_s"] is None and "zero total mass" in first["signal_errors"]["h_s"]
     assert first["signals"]["p_tok"] is None and "finite" in first["signal_errors"]["p_tok"]
     assert first["signals"]["mean_entropy"] is not None
+    empty = json.loads(next(folder.glob("*_samples_vrp_shapes_color.jsonl")).read_text().splitlines()[1])
+    assert empty["error"] is None and empty["prediction"] == "" and empty["correct"] is False  # scored: wrong
+    assert empty["signals"]["p_tok"] is None and "p_tok" not in empty.get("signal_errors", {})  # inapplicable
+    assert empty["signals"]["h_s"] is not None
     report = results_of(folder)
     failures = report["signal_failures"]["vrp_shapes_color"]
     assert failures["h_s"] == {"n": 1, "first_doc_id": 0, "first_reason": first["signal_errors"]["h_s"]}
     assert report["signals"]["tasks"]["vrp_shapes_color"]["signals"]["h_s"]["n"] == 29
+    assert report["signals"]["tasks"]["vrp_shapes_color"]["signals"]["p_tok"]["n"] == 28
     assert "signal h_s failed on 1 sample(s)" in out
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from vrp_bench.models.families import FAMILIES
-from vrp_bench.signals import SIGNALS
+from vrp_bench.signals.catalogue import SIGNALS
 
 # Signals that are null by design for some samples: grounding needs a ground-truth box (absent objects have none).
 NEEDS_BOX = {name for name, spec in SIGNALS.items() if "boxes" in spec.needs}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import json
 import math
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,10 @@ import pytest
 
 import vrp_bench.signals
 from vrp_bench.api.errors import UsageError
-from vrp_bench.signals import SIGNALS, SampleCapture, SignalSettings, compute_signals
+from vrp_bench.api.traces import TraceError, Traces
+from vrp_bench.signals.catalogue import SIGNALS
+from vrp_bench.signals.compute import compute_signals
+from vrp_bench.signals.inputs import INPUT_FIELDS, SignalInputs, SignalSettings
 from vrp_bench.signals.consistency import majority_answer, sc_agreement, sc_entropy
 from vrp_bench.signals.generation import (
     first_token_margin,
@@ -111,9 +113,10 @@ def test_majority_ties_go_to_the_first_seen_answer():
 
 
 
-def full_capture() -> SampleCapture:
+def full_capture(settings: SignalSettings = SignalSettings(), **changes) -> SignalInputs:
+    """Every input of one sample; ``changes`` replace fields (``Traces`` or context)."""
     rng = np.random.default_rng(0)
-    return SampleCapture(
+    fields = dict(
         answer_attention_mean=rng.random((4, 6, 6)),
         answer_attention_first=rng.random((4, 6, 6)),
         vision_attention=rng.random((3, 12, 12)),
@@ -126,13 +129,13 @@ def full_capture() -> SampleCapture:
         sc_answers=["Yes", "yes.", "no"],
         target="yes",
     )
+    return SignalInputs.of(settings, **{**fields, **changes})
 
 
 def test_every_key_has_a_spec_and_every_spec_reads_real_capture_fields():
     assert {"h_s", "c_k_dbscan", "grounding_mass", "p_tok", "sc_agreement", "truth_margin_layers"} <= set(SIGNALS)
-    capture_fields = {f.name for f in fields(SampleCapture)}
     for name, spec in SIGNALS.items():
-        assert spec.name == name and spec.description and set(spec.needs) <= capture_fields
+        assert spec.name == name and spec.description and set(spec.needs) <= set(INPUT_FIELDS)
         assert spec.per_layer == (name.endswith("_layers")), name
     probabilities = {name for name, spec in SIGNALS.items() if spec.probability}
     assert probabilities == {"sc_agreement", "p_tok_prob"}
@@ -173,39 +176,39 @@ def test_scalars_use_the_mean_map_of_the_second_half_of_the_layers():
     stack[:2] = [[1.0, 0.0], [0.0, 0.0]]  # first half: one-hot at (0, 0)
     stack[2] = [[0.0, 1.0], [0.0, 0.0]]
     stack[3] = [[0.0, 0.0], [0.0, 5.0]]  # normalised before averaging: equal weight to layer 2
-    capture = SampleCapture(answer_attention_mean=stack, image_size=(2, 2), boxes=[[1, 0, 2, 1]])
-    signals = compute_signals(capture).values
+    fields = {"answer_attention_mean": stack, "image_size": (2, 2), "boxes": [[1, 0, 2, 1]]}
+    signals = compute_signals(SignalInputs.of(**fields)).values
     assert signals["h_s"] == pytest.approx(math.log(2), abs=1e-6)
     assert signals["grounding_mass"] == pytest.approx(0.5)
     assert signals["grounding_mass_layers"] == [0.0, 0.0, 1.0, 0.0]
-    explicit = compute_signals(capture, SignalSettings(aggregate_layers=(0,))).values
+    explicit = compute_signals(SignalInputs.of(SignalSettings(aggregate_layers=(0,)), **fields)).values
     assert explicit["h_s"] == pytest.approx(0.0, abs=1e-6) and explicit["grounding_mass"] == 0.0
     with pytest.raises(UsageError, match="aggregate layers"):  # a setting, not the sample: never swallowed
-        compute_signals(capture, SignalSettings(aggregate_layers=(4,)))
+        compute_signals(SignalInputs.of(SignalSettings(aggregate_layers=(4,)), **fields))
 
 
 def test_inapplicable_signals_are_none_not_zero():
-    capture = full_capture()
-    capture.boxes, capture.vision_attention, capture.sc_answers = [], None, None
-    capture.token_logprobs = np.array([])  # an empty answer
+    empty = np.array([])  # an empty answer: no answer token
+    capture = full_capture(boxes=[], vision_attention=None, sc_answers=None, token_logprobs=empty,
+                           token_entropies=empty, token_margins=empty)
     signals = compute_signals(capture).values
     for name in ("grounding_mass", "pointing_hit", "grounding_mass_layers", "pointing_hit_layers",
                  "vision_h_s", "vision_grounding_mass", "vision_c_k_dbscan", "vision_h_s_layers",
                  "sc_agreement", "sc_entropy", "sc_majority", "sc_majority_correct", "sc_answers",
-                 "p_tok", "p_tok_prob", "min_logprob", "perplexity"):  # fmt: skip
+                 "p_tok", "p_tok_prob", "min_logprob", "perplexity", "mean_entropy", "first_token_margin"):  # fmt: skip
         assert signals[name] is None, name
-    assert signals["h_s"] is not None and signals["mean_entropy"] is not None
-    assert set(compute_signals(SampleCapture()).values.values()) == {None}
-    single_layer = compute_signals(SampleCapture(answer_attention_mean=np.ones((1, 3, 3)))).values
+    assert signals["h_s"] is not None and signals["truth_margin"] is not None
+    assert set(compute_signals(SignalInputs()).values.values()) == {None}
+    single_layer = compute_signals(SignalInputs.of(answer_attention_mean=np.ones((1, 3, 3)))).values
     assert single_layer["early_lock_layer"] is None and single_layer["late_diffusion"] is None
     assert single_layer["h_s"] == pytest.approx(math.log(9), abs=1e-6)
 
 
 def test_a_signal_that_fails_on_a_sample_is_null_with_its_reason_and_the_rest_are_computed():
-    capture = full_capture()
-    capture.answer_attention_mean = np.zeros_like(capture.answer_attention_mean)  # a degenerate, zero-mass map
-    capture.token_logprobs = np.array([np.nan])  # NaN logits
-    computed = compute_signals(capture)
+    computed = compute_signals(full_capture(
+        answer_attention_mean=np.zeros((4, 6, 6)),  # a degenerate, zero-mass map
+        token_logprobs=np.array([np.nan, -0.5]),  # NaN logits
+    ))
     assert computed.values["h_s"] is None and "zero total mass" in computed.errors["h_s"]
     assert computed.values["grounding_mass"] is None and "grounding_mass" in computed.errors
     assert computed.values["p_tok"] is None and "finite" in computed.errors["p_tok"]
@@ -214,11 +217,21 @@ def test_a_signal_that_fails_on_a_sample_is_null_with_its_reason_and_the_rest_ar
     assert compute_signals(full_capture()).errors == {}
 
 
-def test_sample_capture_checks_array_dimensions():
-    with pytest.raises(ValueError):
-        SampleCapture(answer_attention_mean=np.ones((6, 6)))
-    with pytest.raises(ValueError):
-        SampleCapture(token_logprobs=np.ones((2, 2)))
+def test_traces_check_shapes_where_they_are_built_and_name_the_field():
+    with pytest.raises(TraceError, match=r"answer_attention_mean must be a numeric \[decoder layers, rows, cols\]"):
+        Traces(answer_attention_mean=np.ones((6, 6)))
+    with pytest.raises(TraceError, match="token_logprobs"):
+        Traces(token_logprobs=np.ones((2, 2)))
+    with pytest.raises(TraceError, match="differ in length"):
+        Traces(token_logprobs=np.ones(2), token_entropies=np.ones(3))
+    with pytest.raises(TraceError, match="number of layers"):
+        Traces(answer_attention_mean=np.ones((4, 2, 2)), hidden_last_prompt=np.ones((3, 8), dtype=np.float16))
+    with pytest.raises(TraceError, match="sc_answers"):
+        Traces(sc_answers="yes")
+    with pytest.raises(TypeError):  # a misspelt field is an error, never a silently missing signal
+        Traces(answer_atention_mean=np.ones((4, 2, 2)))
+    kept = Traces(hidden_last_prompt=np.ones((3, 8), dtype=np.float16))
+    assert kept.hidden_last_prompt.dtype == np.float16 and not Traces().captured and kept.captured
 
 
 def test_signals_package_never_imports_torch():
@@ -231,3 +244,24 @@ def test_signals_package_never_imports_torch():
             else:
                 continue
             assert not any(m.split(".")[0] == "torch" for m in modules), path.name
+
+
+def test_shared_quantities_are_computed_once_per_sample(monkeypatch):
+    import vrp_bench.signals.inputs as inputs_module
+
+    calls = {"mean_map": 0, "entropy": 0}
+    mean_map, entropy = inputs_module._mean_map, inputs_module.spatial_entropy
+
+    def counted_mean_map(*args):
+        calls["mean_map"] += 1
+        return mean_map(*args)
+
+    def counted_entropy(*args):
+        calls["entropy"] += 1
+        return entropy(*args)
+
+    monkeypatch.setattr(inputs_module, "_mean_map", counted_mean_map)
+    monkeypatch.setattr(inputs_module, "spatial_entropy", counted_entropy)
+    signals = compute_signals(full_capture()).values
+    assert signals["h_s"] is not None and signals["early_lock_layer"] is not None
+    assert calls == {"mean_map": 2, "entropy": 4}  # decoder + vision map once; H_s of the 4 decoder layers once

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from vrp_bench.signals import SampleCapture, compute_signals
+from vrp_bench.signals.compute import compute_signals
+from vrp_bench.signals.inputs import SignalInputs
 
 N_SAMPLES = 400
 ROWS = COLS = 12
@@ -19,7 +20,7 @@ IN_BOX = np.zeros((ROWS, COLS), dtype=bool)
 IN_BOX[:6, 6:] = True
 
 
-def planted_sample(rng: np.random.Generator) -> tuple[SampleCapture, dict[str, float], int]:
+def planted_sample(rng: np.random.Generator) -> tuple[SignalInputs, dict[str, float], int]:
     """One sample: box mass g and support size n drawn independently; y depends on g and P_tok only.
 
     The aggregated map puts g / n on n random box cells and (1 - g) / n on n random cells outside,
@@ -39,7 +40,7 @@ def planted_sample(rng: np.random.Generator) -> tuple[SampleCapture, dict[str, f
     planted[rng.choice(np.flatnonzero(~IN_BOX), n, replace=False)] = (1 - g) / n
     scale = 0.2 + 0.6 * y  # share of attention on the image
     stack = np.stack([rng.random((ROWS, COLS)), scale * planted.reshape(ROWS, COLS)])  # layer 0 is noise
-    capture = SampleCapture(
+    capture = SignalInputs.of(
         answer_attention_mean=stack,
         image_size=IMAGE_SIZE,
         boxes=[BOX],

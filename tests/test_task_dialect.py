@@ -48,6 +48,14 @@ def process_results(doc, results):
 
 def largest(values):
     return max(values)
+
+
+def broken_prompt(doc, lmms_eval_specific_kwargs=None):
+    return doc["no_such_field"]
+
+
+def broken_results(doc, results):
+    raise ZeroDivisionError("a bug in the task's scoring")
 '''
 
 DOCS = [
@@ -143,6 +151,30 @@ def lmms_folder(tmp_path: Path) -> Path:
           - my_jinja
         """)
     return root
+
+
+def test_task_code_that_fails_on_every_doc_ends_the_run_naming_the_error(cli, recording_model, lmms_folder: Path,
+                                                                         tmp_path: Path) -> None:
+    write(lmms_folder / "my_broken_prompt.yaml", """
+        include: _default_template_yaml
+        task: my_broken_prompt
+        doc_to_text: !function utils.broken_prompt
+        """)
+    write(lmms_folder / "my_broken_results.yaml", """
+        include: _default_template_yaml
+        task: my_broken_results
+        doc_to_text: question
+        doc_to_visual: null
+        process_results: !function utils.broken_results
+        metric_list:
+          - metric: hit
+        """)
+    out = tmp_path / "out"
+    code, _, err = run_task(cli, lmms_folder, "my_broken_prompt", "--output_path", out)
+    assert code == 1 and "my_broken_prompt: 3 of 3 docs failed (every doc)" in err and "KeyError" in err
+    code, _, err = run_task(cli, lmms_folder, "my_broken_results", "--output_path", out)
+    assert code == 1 and "every doc" in err and "process_results failed: ZeroDivisionError" in err
+    assert not [path for path in out.rglob("*") if path.is_file()]  # nothing written
 
 
 def run_task(cli, folder: Path, task: str, *extra: str) -> tuple[int, str, str]:

@@ -10,9 +10,7 @@ from __future__ import annotations
 import logging
 import shlex
 import sys
-import time
 import traceback
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,31 +24,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("vrp_bench")
 _show_tracebacks = False
-
-
-def parse_key_values(text: str, flag: str) -> dict[str, Any]:
-    """Parse ``k=v,k=v`` as lmms-eval does: true/false -> bool, numbers -> int/float, else str."""
-    values: dict[str, Any] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise UsageError(f"{flag}: expected key=value pairs separated by commas, got {item!r}")
-        if key in values:
-            raise UsageError(f"{flag}: {key!r} is given twice")
-        values[key] = _coerce(raw.strip())
-    return values
-
-
-def _coerce(raw: str) -> Any:
-    if raw.lower() in ("true", "false"):
-        return raw.lower() == "true"
-    for kind in (int, float):
-        try:
-            return kind(raw)
-        except ValueError:
-            pass
-    return raw
 
 
 class LimitType(click.ParamType):
@@ -80,7 +53,9 @@ class DefaultRunGroup(click.Group):
 
 
 def _load_registries() -> None:
-    import vrp_bench.models  # noqa: F401  (registers the built-in models)
+    from vrp_bench.builtins import register_builtins
+
+    register_builtins()
 
 
 @click.group(cls=DefaultRunGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -236,100 +211,51 @@ def ablate_command(**options: Any) -> None:
 
 
 def _run(options: dict[str, Any], ablation_settings: AblationSettings | None) -> None:
-    """The run (and, with ``ablation_settings``, the ablation sweep): evaluate, score, report, write."""
+    """The run (and, with ``ablation_settings``, the ablation sweep): ``vrp_bench.run.evaluate`` with the flags."""
     from tqdm import tqdm
 
-    from vrp_bench.api.files import content_hash, write_files_atomically
-    from vrp_bench.api.task_index import TaskIndex
-    from vrp_bench.evaluator import RunConfig, evaluate
     from vrp_bench.report.console import summary_table
-    from vrp_bench.report.results import build_report, hidden_states, probe_files, sample_logs, traces_npz
-    from vrp_bench.report.schema import require_valid
-    from vrp_bench.report.writer import check_writable, json_text, jsonl_text
-    from vrp_bench.scoring.sections import score_sections
+    from vrp_bench.run import evaluate, parse_key_values
     from vrp_bench.scoring.settings import ScoringSettings
 
     _configure_logging(options["verbosity"])
-    _load_registries()
-    index = TaskIndex(options["include_paths"])
     if options["tasks"].strip() == "list":
-        click.echo(_tasks_table(index))
+        from vrp_bench.api.task_index import TaskIndex
+
+        click.echo(_tasks_table(TaskIndex(options["include_paths"])))
         return
-    output_path, model = options["output_path"], options["model"]
     for flag in ("log_samples", "save_traces"):
-        if options[flag] and output_path is None:
+        if options[flag] and options["output_path"] is None:
             raise UsageError(f"--{flag} needs --output_path (where to write the per-sample files)")
-    parsed_model_args = parse_key_values(options["model_args"], "--model_args")
+    model_args = parse_key_values(options["model_args"], "--model_args")
     if options["sc_samples"] is not None:
-        parsed_model_args["sc_samples"] = options["sc_samples"]
-    config = RunConfig(
-        model=model,
-        tasks=options["tasks"],
-        model_args=parsed_model_args,
-        include_paths=list(options["include_paths"]),
+        model_args["sc_samples"] = options["sc_samples"]
+
+    def progress(description: str) -> Any:
+        return lambda total: tqdm(total=total, desc=description, unit="doc", disable=None, file=sys.stderr)
+
+    result = evaluate(
+        options["model"],
+        options["tasks"],
+        model_args=model_args,
+        include_paths=options["include_paths"],
         limit=options["limit"],
         batch_size=options["batch_size"],
         device=options["device"],
         seed=options["seed"],
         gen_kwargs=parse_key_values(options["gen_kwargs"], "--gen_kwargs"),
         max_failed_share=options["max_failed_share"],
+        scoring=_scoring_settings(options, ScoringSettings(seed=options["seed"])),
+        ablation=ablation_settings,
+        output_path=options["output_path"],
+        log_samples=options["log_samples"],
+        save_traces=options["save_traces"],
+        progress=progress,
+        command_line=" ".join(shlex.quote(a) for a in ["vrp-bench", *sys.argv[1:]]),
     )
-    run_folder = output_path / model if output_path is not None else None
-    started = time.time()
-
-    def progress(description: str) -> Any:
-        return lambda total: tqdm(total=total, desc=description, unit="doc", disable=None, file=sys.stderr)
-
-    check_model = lambda vlm: None  # noqa: E731
-    if ablation_settings is not None:
-        from vrp_bench.interventions.runner import check_ablatable
-
-        check_model = lambda vlm: check_ablatable(vlm, ablation_settings)  # noqa: E731
-    result = evaluate(
-        config,
-        index,
-        before_model=(lambda: check_writable(run_folder)) if run_folder is not None else (lambda: None),
-        progress=progress("docs"),
-        check_model=check_model,
-    )
-    scoring = _scoring_settings(options, ScoringSettings(seed=config.seed))
-    samples, states = sample_logs(result), hidden_states(result)
-    metadata = {name: task_result.task.config.metadata for name, task_result in result.results.items()}
-    sections, probe_fits = score_sections(samples, states, scoring, metadata)
-    ablation_section, ablation_records = None, {}
-    if ablation_settings is not None:
-        from vrp_bench.interventions import ablation_section as build_ablation_section
-        from vrp_bench.interventions.runner import run_ablation
-
-        ablation = run_ablation(result, sections, ablation_settings, probe_fits.get("hidden_last_prompt"),
-                                progress=progress("ablation"))
-        ablation_records = ablation.records
-        ablation_section = build_ablation_section(samples, ablation_records, ablation.context(), scoring)
-    stamp = datetime.fromtimestamp(started, timezone.utc).strftime("%Y-%m-%dT%H-%M-%S.%f")
-    files: dict[Path, str | bytes] = {}  # written beside the report, which records their hashes
-    if run_folder is not None:
-        if options["log_samples"]:
-            for task, records in samples.items():
-                files[run_folder / f"{stamp}_samples_{task}.jsonl"] = jsonl_text(records)
-            for task, records in ablation_records.items():
-                files[run_folder / f"{stamp}_ablation_{task}.jsonl"] = jsonl_text(records)
-        if options["save_traces"]:
-            for task, task_result in result.results.items():
-                traces = traces_npz(task_result)
-                if traces is not None:
-                    files[run_folder / f"{stamp}_traces_{task}.npz"] = traces
-        for position, fits in probe_fits.items():
-            files.update(probe_files(fits, run_folder / f"{stamp}_probes_{position}"))
-    command_line = " ".join(shlex.quote(a) for a in ["vrp-bench", *sys.argv[1:]])
-    hashes = {path.name: content_hash(content) for path, content in files.items()}
-    report = build_report(result, command_line, started, sections, scoring, hashes, ablation_section)
-    require_valid(report)
-    click.echo(summary_table(report))
-    if run_folder is None:
-        return
-    files[run_folder / f"{stamp}_results.json"] = json_text(report)
-    write_files_atomically(files)
-    click.echo(f"wrote {len(files)} file(s) to {run_folder}")
+    click.echo(summary_table(result.report))
+    if result.files is not None:
+        click.echo(f"wrote {len(result.written)} file(s) to {result.files.folder}")
 
 
 def _tasks_table(index: Any) -> str:
@@ -426,7 +352,7 @@ def zoo_group() -> None:
 
 
 @zoo_group.command("train")
-@click.option("--family", required=True, help="Model family (llava, paligemma, qwen2_vl, qwen2_5_vl).")
+@click.option("--family", required=True, help="Model family with a tiny recipe (llava, paligemma, qwen2_vl, qwen2_5_vl).")
 @click.option("--output", type=click.Path(path_type=Path), default=None,
               help="Checkpoint folder (default: the shipped vrp_bench/zoo/checkpoints/<family>).")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Optimiser steps (default 2000).")
@@ -438,13 +364,14 @@ def zoo_train(family: str, output: Path | None, steps: int | None, seconds: floa
               evaluate: bool) -> None:
     """Train a tiny model of FAMILY on the vrp_shapes train split (CPU, seeded) and save it with its card."""
     from vrp_bench.api.registry import suggest
-    from vrp_bench.models.families import FAMILIES
     from vrp_bench.zoo import CHECKPOINTS
+    from vrp_bench.zoo.recipes import RECIPES
     from vrp_bench.zoo.train import train_family
 
     _configure_logging("INFO")
-    if family not in FAMILIES:
-        raise UsageError(f"unknown family {family!r}{suggest(family, list(FAMILIES))}; known: {', '.join(FAMILIES)}")
+    if family not in RECIPES:
+        raise UsageError(f"no tiny recipe for family {family!r}{suggest(family, list(RECIPES))}; "
+                         f"known: {', '.join(RECIPES)}")
     card = train_family(family, output or CHECKPOINTS / family, steps=steps, seconds=seconds, seed=seed,
                         evaluate_test=evaluate)
     click.echo(f"trained {family}: test accuracy {card.get('test_accuracy')} (card in {output or CHECKPOINTS / family})")
@@ -501,7 +428,7 @@ def signals_command() -> None:
     reference answer (then it is a diagnostic, never ranked), and what each is."""
     from tabulate import tabulate
 
-    from vrp_bench.signals import SIGNALS
+    from vrp_bench.signals.catalogue import SIGNALS
 
     rows = []
     for name, spec in SIGNALS.items():

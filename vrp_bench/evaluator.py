@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,12 +21,9 @@ from vrp_bench.api.instance import Request, Response
 from vrp_bench.api.model import MODELS, VLM
 from vrp_bench.api.task import DocError, Task
 from vrp_bench.api.task_index import TaskIndex
-from vrp_bench.signals import SampleCapture, SampleSignals, compute_signals
-
-HIDDEN_STATE_TRACES = ("hidden_last_prompt", "hidden_first_answer")
-CAPTURE_FIELDS = tuple(
-    f.name for f in fields(SampleCapture) if f.name not in ("image_size", "boxes", "target")
-)
+from vrp_bench.api.traces import HiddenPosition, Traces
+from vrp_bench.signals.compute import SampleSignals, compute_signals
+from vrp_bench.signals.inputs import SignalInputs
 
 CORRECT_THRESHOLD = 0.5
 """A sample is correct when its primary (first) metric reaches this value (exact match: 1 vs 0)."""
@@ -34,9 +31,10 @@ CORRECT_THRESHOLD = 0.5
 
 @dataclass
 class RunConfig:
-    """Everything that defines a run (what the CLI parsed)."""
+    """Everything that defines a run (what ``vrp_bench.evaluate`` / the CLI was given)."""
 
     model: str
+    """A registered model name, or the name of the already-built model passed to ``evaluate``."""
     tasks: str
     model_args: dict[str, Any] = field(default_factory=dict)
     include_paths: list[Path] = field(default_factory=list)
@@ -63,7 +61,7 @@ class SampleRecord:
     """Signals that failed on this sample (their value is None): name -> reason."""
     doc: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
-    hidden_states: dict[str, np.ndarray] = field(default_factory=dict)
+    hidden_states: dict[HiddenPosition, np.ndarray] = field(default_factory=dict)
     """Per captured position, [n_layers, hidden] float16 (kept for probes, never in the JSONL)."""
 
     def to_json(self) -> dict[str, Any]:
@@ -169,22 +167,30 @@ def evaluate(
     before_model: Callable[[], None] = lambda: None,
     progress: Callable[[int], Progress] | None = None,
     check_model: Callable[[VLM], None] = lambda model: None,
+    model: VLM | None = None,
 ) -> RunResult:
     """Run ``config``.
 
-    ``before_model`` runs after all validation, just before the model is built (the CLI checks
-    the output folder there); ``check_model`` right after it is built, before any doc is answered
+    ``before_model`` runs after all validation, just before the model is built (the output folder
+    is checked there); ``check_model`` right after it is built, before any doc is answered
     (e.g. that it can be ablated). ``progress(total_docs)`` makes the progress reporter.
+    ``model``: an already-built model to run instead of building the registered ``config.model``
+    (which then only names it; ``config.model_args`` and ``config.device`` must be empty).
     """
-    model_class = MODELS.get(config.model)
-    model_class.check_args(config.model_args)
+    if model is None:
+        model_class = MODELS.get(config.model)
+        model_class.check_args(config.model_args)
+    elif config.model_args or config.device is not None:
+        raise UsageError(f"model {config.model!r} is already built: model_args and device apply only to a model "
+                         "given by its registered name")
     tasks, skipped, groups = prepare_tasks(config, index)
     if not tasks:
         reasons = "; ".join(f"{t}: {r}" for t, r in skipped.items())
         raise UsageError(f"no selected task could be loaded ({reasons})")
     before_model()
     seed_everything(config.seed)
-    model = model_class.from_args(config.model_args, device=config.device)
+    if model is None:
+        model = model_class.from_args(config.model_args, device=config.device)
     check_model(model)
     plan = [(task, resolve_limit(config.limit, len(task))) for task in tasks]
     bar = progress(sum(n for _, n in plan)) if progress is not None else None
@@ -242,7 +248,7 @@ def score_record(
     computed = signals_from_traces(task, doc, request, response.traces, signal_names)
     record.signals = computed.values
     record.signal_errors = computed.errors
-    record.hidden_states = {k: response.traces[k] for k in HIDDEN_STATE_TRACES if response.traces.get(k) is not None}
+    record.hidden_states = response.traces.hidden_states()
     record.prediction = response.text
     try:
         record.metrics = task.score(doc, response.text)
@@ -260,24 +266,20 @@ def is_correct(primary: float) -> bool:
 
 
 def signals_from_traces(
-    task: Task, doc: dict[str, Any], request: Request, traces: dict[str, Any], names: Collection[str] | None = None
+    task: Task, doc: dict[str, Any], request: Request, traces: Traces, names: Collection[str] | None = None
 ) -> SampleSignals:
     """The reliability signals of one sample (and the reasons of those that failed on it) from what the model
-    captured (``Response.traces``).
-
-    Trace keys named like ``SampleCapture`` fields are passed on; the doc adds its ground-truth boxes
-    and the request its image size and target. Nothing captured: no signals.
-    """
-    captured = {name: traces[name] for name in CAPTURE_FIELDS if traces.get(name) is not None}
-    if not captured:
+    captured (``Response.traces``), with the doc's ground-truth boxes and the request's image size and target.
+    Nothing captured: no signals."""
+    if not traces.captured:
         return SampleSignals({}, {})
-    capture = SampleCapture(
-        **captured,
+    inputs = SignalInputs(
+        traces,
         image_size=request.images[0].size if request.images else None,
         boxes=task.boxes(doc),
         target=request.target,
     )
-    return compute_signals(capture, names=names)
+    return compute_signals(inputs, names=names)
 
 
 FIRST_ERRORS = 3

@@ -2,8 +2,8 @@
 
 A request is one doc of one task, fully rendered: images, prompt text (or chat messages),
 generation settings and a per-request seed. The model answers each request with a
-``Response``: the answer text and, in ``Response.traces``, what it captured (arrays named like the
-fields of ``signals.SampleCapture``: attention maps, token log-probabilities, hidden states, ...).
+``Response``: the answer text and, in ``Response.traces`` (a ``Traces``), what it captured: attention maps,
+token log-probabilities, hidden states, self-consistency samples, ...
 Reliability signals are computed from those traces by the registered signal functions (``signals``),
 so a new signal is a registered function, never a value a model sets; hidden states are kept in memory
 for probes and only written to disk on request.
@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
+
+from vrp_bench.api.traces import Traces
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ class Response:
     """
 
     text: str | None
-    traces: dict[str, Any] = field(default_factory=dict)
+    traces: Traces = field(default_factory=Traces)
     error: str | None = None
 
     @classmethod

@@ -33,7 +33,7 @@ from vrp_bench.scoring.records import concatenated_records, sample_key, sample_k
 from vrp_bench.scoring.sections import mean_with_ci
 from vrp_bench.scoring.settings import ScoringSettings
 from vrp_bench.scoring.signal_quality import oriented, score_auroc, undefined_entry
-from vrp_bench.signals import SIGNALS
+from vrp_bench.signals.catalogue import SIGNALS
 
 CHANCE_METHOD = "1 / number of distinct reference answers, per task and question type"
 ROBUST_BELOW = 0.05

@@ -10,9 +10,8 @@ by K); every other signal is recomputed. Each condition's outcome per doc become
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,8 +20,15 @@ import torch
 
 from vrp_bench.api.errors import UsageError
 from vrp_bench.api.instance import Request, Response
+from vrp_bench.api.interventions import (
+    ImageTokenLayout,
+    Intervenable,
+    UnitSite,
+    UnitSpace,
+)
 from vrp_bench.api.model import VLM
 from vrp_bench.api.task import DocError, Task
+from vrp_bench.api.traces import LAST_PROMPT, SELF_CONSISTENCY_FIELDS
 from vrp_bench.capture import ImageTokenMask, UnitAblation, UnitStatistics, choose_units
 from vrp_bench.evaluator import Progress, RunResult, SampleRecord, score_record
 from vrp_bench.interventions.conditions import (
@@ -31,11 +37,10 @@ from vrp_bench.interventions.conditions import (
     build_conditions,
     resolve_layers,
 )
-from vrp_bench.models.hf_vlm import HFVLM
 from vrp_bench.scoring.crossval import fit_probe
 from vrp_bench.scoring.probes import ProbeFits, probe_probability
 from vrp_bench.scoring.records import sample_key
-from vrp_bench.signals import SIGNALS
+from vrp_bench.signals.catalogue import SIGNALS
 
 
 @dataclass
@@ -68,20 +73,20 @@ class AblationRun:
 
 
 def check_ablatable(model: VLM, settings: AblationSettings) -> None:
-    """Before any doc is answered: ablations need a transformers backend with capture on (they read its
-    layers and traces), and a ``--layer N`` the model has."""
-    if not isinstance(model, HFVLM):
+    """Before any doc is answered: ablations need a backend that implements ``Intervenable`` with capture on
+    (they read its layers and traces), and a ``--layer N`` the model has."""
+    if not isinstance(model, Intervenable):
         raise UsageError(f"model {model.name!r} has no layers to ablate; use a transformers model (e.g. tiny_llava)")
-    if not model.capture:
+    if not model.captures:
         raise UsageError(f"model {model.name!r}: ablations need capture=True (drop capture=false from --model_args)")
     if isinstance(settings.layer, int):
-        resolve_layers(settings.layer, len(model.adapter.decoder_layers(model.model)), None)
+        resolve_layers(settings.layer, model.n_layers, None)
 
 
 def probe_layer(sections: dict[str, Any]) -> tuple[int | None, list[int] | None]:
     """The layer the nested probe (last prompt position) chose most often across its outer folds
     (the lowest on ties), and every fold's choice."""
-    nested = ((sections.get("probes") or {}).get("hidden_last_prompt") or {}).get("nested") or {}
+    nested = ((sections.get("probes") or {}).get(LAST_PROMPT) or {}).get("nested") or {}
     chosen = nested.get("chosen_layers")
     if not chosen:
         return None, None
@@ -95,7 +100,7 @@ def tracked_signals(sections: dict[str, Any], k: int) -> list[str]:
     min_logprob, both read from the token log-probabilities, do not fill the list): k of them."""
     aurocs = (sections.get("summary") or {}).get("signal_auroc") or {}
     usable = sorted(((entry["value"], name) for name, entry in aurocs.items()
-                     if entry["value"] is not None and "sc_answers" not in SIGNALS.get(name).needs),
+                     if entry["value"] is not None and not set(SELF_CONSISTENCY_FIELDS) & set(SIGNALS.get(name).needs)),
                     key=lambda item: (-item[0], item[1]))
     chosen: dict[tuple[str, ...], str] = {}
     for _, name in usable:
@@ -129,37 +134,16 @@ def _samples(run: RunResult) -> list[_Sample]:
     return samples
 
 
-def _batches(samples: list[_Sample], size: int) -> Iterator[list[_Sample]]:
-    """Consecutive batches of one task and one generation setting (so the model keeps them together)."""
-    def key(sample: _Sample) -> tuple:
-        return sample.task.name, sample.request.generation, bool(sample.request.images)
-
-    batch: list[_Sample] = []
-    for sample in samples:
-        if batch and (len(batch) == size or key(sample) != key(batch[0])):
-            yield batch
-            batch = []
-        batch.append(sample)
-    if batch:
-        yield batch
-
-
 class _Units:
     """Where a layer's units live (``space``), their dataset statistics and probe ranking."""
 
-    def __init__(self, model: HFVLM, layer: int, space: str) -> None:
-        decoder_layer = model.adapter.decoder_layers(model.model)[layer]
-        if space == "residual":
-            self.module, self.where = decoder_layer, "output"
-            self.size = model.model.config.get_text_config().hidden_size
-        else:
-            self.module, self.where = model.adapter.mlp_down_projection(decoder_layer), "input"
-            self.size = self.module.in_features
-        self.statistics = UnitStatistics(self.module, self.where)
+    def __init__(self, model: Intervenable, layer: int, space: UnitSpace) -> None:
+        self.site: UnitSite = model.unit_site(layer, space)
+        self.statistics = UnitStatistics(self.site.module, self.site.where)
         self.ranking: np.ndarray | None = None
 
 
-def _rank_units(units: dict[int, _Units], space: str, run: RunResult, seed: int) -> None:
+def _rank_units(units: dict[int, _Units], run: RunResult, seed: int) -> None:
     """Rank each layer's units by the magnitude of a logistic probe for correctness trained on all
     baseline samples' hidden states at that layer (last prompt position, standardised). Residual
     dimensions: |w_d|. MLP neurons: |w . W_down[:, n]| x std(neuron n), the neuron's typical direct
@@ -167,8 +151,8 @@ def _rank_units(units: dict[int, _Units], space: str, run: RunResult, seed: int)
     states, correct = [], []
     for result in run.results.values():
         for record in result.records:
-            if record.error is None and "hidden_last_prompt" in record.hidden_states:
-                states.append(record.hidden_states["hidden_last_prompt"].astype(np.float32))
+            if record.error is None and LAST_PROMPT in record.hidden_states:
+                states.append(record.hidden_states[LAST_PROMPT].astype(np.float32))
                 correct.append(int(bool(record.correct)))
     labels = np.array(correct)
     if len(labels) == 0 or min(labels.sum(), len(labels) - labels.sum()) < 2:
@@ -178,50 +162,35 @@ def _rank_units(units: dict[int, _Units], space: str, run: RunResult, seed: int)
     for layer, entry in units.items():
         probe = fit_probe(features[:, layer], labels, "logistic", seed)
         weights = probe.model.coef_[0]
-        if space == "residual":
+        if entry.site.readout is None:  # residual dimensions
             entry.ranking = np.abs(weights)
         else:
             direction = torch.as_tensor(weights / probe.scaler.scale_, dtype=torch.float32)
-            down = entry.module.weight.detach().float().cpu()  # [hidden, intermediate]
-            entry.ranking = (np.abs((direction @ down).numpy()) * entry.statistics.std.numpy())
+            readout = entry.site.readout.detach().float().cpu()  # [hidden, units]
+            entry.ranking = (np.abs((direction @ readout).numpy()) * entry.statistics.std.numpy())
 
 
-@dataclass
-class _ImageTokens:
-    """Where a batch's image tokens sit in its left-padded prompt (what patch masking addresses)."""
-
-    spans: list[torch.Tensor]
-    prompt_length: int
-
-    @classmethod
-    def of(cls, model: HFVLM, batch: list[_Sample]) -> _ImageTokens:
-        input_ids = model.encode([s.request for s in batch])["input_ids"].cpu()
-        return cls(model.adapter.image_token_span(input_ids), input_ids.shape[1])
-
-
-def _intervention(condition: Condition, units: dict[int, _Units], model: HFVLM, batch: list[_Sample],
-                  reference: list[Response], image_tokens: _ImageTokens | None, seed: int,
-                  ) -> UnitAblation | ImageTokenMask:
+def _intervention(condition: Condition, units: dict[int, _Units], batch: list[_Sample], reference: list[Response],
+                  image_tokens: ImageTokenLayout | None, seed: int) -> UnitAblation | ImageTokenMask:
     """The hook of ``condition`` for this batch (``image_tokens``: the batch's layout, for patch conditions)."""
     if condition.kind == "units":
         entry = units[condition.layer]
         ranking = entry.ranking if condition.selection == "probe" else None
         unit_seed = seed * 1000 + condition.seed
-        chosen = choose_units(entry.size, condition.fraction, seed=unit_seed, ranking=ranking)
+        chosen = choose_units(entry.site.size, condition.fraction, seed=unit_seed, ranking=ranking)
         stats = {"mean": entry.statistics.mean, "scale": entry.statistics.std} if condition.method != "zero" else {}
-        return UnitAblation(entry.module, chosen, condition.method, entry.where, seed=unit_seed, **stats)
+        return UnitAblation(entry.site.module, chosen, condition.method, entry.site.where, seed=unit_seed, **stats)
     assert image_tokens is not None
     positions = []
     for sample, span, response in zip(batch, image_tokens.spans, reference):
-        attention = response.traces.get("answer_attention_first")
+        attention = response.traces.answer_attention_first
         if attention is None or len(span) == 0:
             positions.append([])
             continue
-        cells = masked_cells(np.asarray(attention).mean(axis=0).ravel(), condition.selection, condition.fraction,
+        cells = masked_cells(attention.mean(axis=0).ravel(), condition.selection, condition.fraction,
                              seed=[seed, condition.seed, sample.baseline.doc_id])
         positions.append(span[cells].tolist())
-    first_layer = model.adapter.decoder_layers(model.model)[0]
-    return ImageTokenMask(first_layer, positions, image_tokens.prompt_length)
+    return ImageTokenMask(image_tokens.embedding_site, positions, image_tokens.prompt_length)
 
 
 def masked_cells(attention: np.ndarray, selection: str, fraction: float, seed: Sequence[int]) -> np.ndarray:
@@ -236,10 +205,9 @@ def masked_cells(attention: np.ndarray, selection: str, fraction: float, seed: S
 
 def first_token_kl(reference: Response, ablated: Response) -> float | None:
     """KL(reference || ablated) in nats between the first answer token's next-token distributions."""
-    p, q = reference.traces.get("first_token_logprobs"), ablated.traces.get("first_token_logprobs")
+    p, q = reference.traces.first_token_logprobs, ablated.traces.first_token_logprobs
     if p is None or q is None:
         return None
-    p, q = np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)
     return float(np.sum(np.exp(p) * (p - q)))
 
 
@@ -258,7 +226,7 @@ def held_out_probes(fits: ProbeFits | None) -> HeldOutProbes:
 def _probe_probability(probes: HeldOutProbes, sample: _Sample, response: Response) -> float | None:
     """P(correct) of the held-out nested probe on this response's (ablated) last-prompt hidden state."""
     held_out = probes.get(sample_key(sample.task.name, sample.baseline.doc_id))
-    hidden = response.traces.get("hidden_last_prompt")
+    hidden = response.traces.hidden_last_prompt
     if held_out is None or hidden is None:
         return None
     layer, arrays = held_out
@@ -297,10 +265,9 @@ def run_ablation(
     progress reporter, counted in answered docs."""
     model = run.model
     check_ablatable(model, settings)
-    assert isinstance(model, HFVLM)
-    n_layers = len(model.adapter.decoder_layers(model.model))
+    assert isinstance(model, Intervenable)
     chosen, folds = probe_layer(sections)
-    layers = resolve_layers(settings.layer, n_layers, chosen)
+    layers = resolve_layers(settings.layer, model.n_layers, chosen)
     conditions = build_conditions(settings, layers)
     ablation = AblationRun(settings, layers, folds, conditions, tracked_signals(sections, settings.best_signals))
     samples = _samples(run)
@@ -309,45 +276,45 @@ def run_ablation(
     units = {layer: _Units(model, layer, settings.space) for layer in layers}
     seed = run.config.seed
     held_out = held_out_probes(probes)
-    with model.without_self_consistency():
-        # spread over every task's docs, not the first task only
-        calibration = [s.request for s in samples[:: max(1, len(samples) // settings.calibration_docs)]]
-        calibration = calibration[: settings.calibration_docs]
-        with contextlib.ExitStack() as stack, torch.inference_mode():
-            for entry in units.values():
-                stack.enter_context(entry.statistics)
-            for request in calibration:  # one prompt at a time: no padding positions in the statistics
-                model.model(**model.encode([request]))
-        ablation.calibration = {"docs": len(calibration),
-                                "tokens": next(iter(units.values())).statistics.count if units else 0}
-        if "probe" in settings.selections and any(c.selection == "probe" for c in conditions):
-            _rank_units(units, settings.space, run, seed)
-        bar = progress(len(samples) * (len(conditions) + 1)) if progress is not None else None
-        try:
-            first_reference: list[Response] = []
-            for batch in _batches(samples, run.config.batch_size):
-                reference = model.generate([s.request for s in batch])
-                first_reference = first_reference or reference
-                ablation.reference_mismatches += sum(r.text != s.baseline.prediction for r, s in zip(reference, batch))
-                image_tokens = _ImageTokens.of(model, batch) if settings.patch_fraction > 0 else None
-                for condition in conditions:
-                    with _intervention(condition, units, model, batch, reference, image_tokens, seed) as hook:
-                        responses = model.generate([s.request for s in batch])
-                    if isinstance(hook, ImageTokenMask) and hook.applied != 1:
-                        # the model did not answer the batch in one greedy pass (sampling, beams): not masked
-                        reason = "patch mask not applied: patch masking needs greedy decoding of the whole batch"
-                        responses = [Response.failed(reason) for _ in batch]
-                    for sample, response, ref in zip(batch, responses, reference):
-                        ablation.records.setdefault(sample.task.name, []).append(
-                            _record(condition, sample, response, ref, ablation.tracked_signals, held_out))
-                if bar is not None:
-                    bar.update(len(batch) * (len(conditions) + 1))
-        finally:
+    # spread over every task's docs, not the first task only
+    calibration = [s.request for s in samples[:: max(1, len(samples) // settings.calibration_docs)]]
+    calibration = calibration[: settings.calibration_docs]
+    statistics = [entry.statistics for entry in units.values()]
+    for request in calibration:  # one prompt at a time: no padding positions in the statistics
+        model.prefill([request], hooks=statistics)
+    ablation.calibration = {"docs": len(calibration), "tokens": statistics[0].count if statistics else 0}
+    if "probe" in settings.selections and any(c.selection == "probe" for c in conditions):
+        _rank_units(units, run, seed)
+    requests = [s.request for s in samples]
+    passes = [[samples[i] for i in indices] for indices in model.batches(requests, run.config.batch_size)]
+    bar = progress(len(samples) * (len(conditions) + 1)) if progress is not None else None
+    first_reference: list[Response] = []
+    try:
+        for batch in passes:
+            batch_requests = [s.request for s in batch]
+            # self-consistency is off under ablation (it would multiply the cost by K)
+            reference = model.generate(batch_requests, self_consistency=False)
+            first_reference = first_reference or reference
+            ablation.reference_mismatches += sum(r.text != s.baseline.prediction for r, s in zip(reference, batch))
+            image_tokens = model.image_token_layout(batch_requests) if settings.patch_fraction > 0 else None
+            for condition in conditions:
+                hook = _intervention(condition, units, batch, reference, image_tokens, seed)
+                responses = model.generate(batch_requests, hooks=[hook], self_consistency=False)
+                if isinstance(hook, ImageTokenMask) and hook.applied != 1:
+                    # the model did not answer the batch in one greedy pass (sampling, beams): not masked
+                    reason = "patch mask not applied: patch masking needs greedy decoding of the whole batch"
+                    responses = [Response.failed(reason) for _ in batch]
+                for sample, response, ref in zip(batch, responses, reference):
+                    ablation.records.setdefault(sample.task.name, []).append(
+                        _record(condition, sample, response, ref, ablation.tracked_signals, held_out))
             if bar is not None:
-                bar.close()
-        # every hook is off again: the first batch must get exactly the answers and distributions it got first
-        again = model.generate([s.request for s in next(_batches(samples, run.config.batch_size))])
-        ablation.hooks_removed = all(
-            a.text == r.text and np.array_equal(a.traces.get("first_token_logprobs"), r.traces.get("first_token_logprobs"))
-            for a, r in zip(again, first_reference))
+                bar.update(len(batch) * (len(conditions) + 1))
+    finally:
+        if bar is not None:
+            bar.close()
+    # every hook is off again: the first batch must get exactly the answers and distributions it got first
+    again = model.generate([s.request for s in passes[0]], self_consistency=False)
+    ablation.hooks_removed = all(
+        a.text == r.text and np.array_equal(a.traces.first_token_logprobs, r.traces.first_token_logprobs)
+        for a, r in zip(again, first_reference))
     return ablation

@@ -3,17 +3,19 @@
 ``HFVLM`` loads any checkpoint through ``AutoModelForImageTextToText`` and the family's processor,
 batches requests with left padding, generates (greedy by default; sampled requests are seeded one
 by one so an answer never depends on the batch it came in), strips the prompt and cuts each answer
-at the first ``until`` string. Each family is registered twice: ``<family>`` (default: the study's
-hub checkpoint) and ``tiny_<family>`` (default: the trained tiny checkpoint shipped in
-``vrp_bench/zoo/checkpoints``); both go through exactly the same loading code.
+at the first ``until`` string. Each family is registered as ``<family>`` (default: the study's hub
+checkpoint); ``register_hf_model`` registers another name for a family with another default
+checkpoint (the tiny zoo's ``tiny_<family>`` in ``vrp_bench.zoo.models``), through exactly the same
+loading code.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, ExitStack
 from typing import Any, ClassVar
 
 import torch
@@ -21,11 +23,11 @@ from transformers import AutoConfig, AutoModelForImageTextToText, BatchFeature
 
 from vrp_bench.api.errors import UsageError
 from vrp_bench.api.instance import GenerationSettings, Request, Response
+from vrp_bench.api.interventions import ImageTokenLayout, Intervenable, UnitSite, UnitSpace
 from vrp_bench.api.model import VLM, register_model
 from vrp_bench.models.families import FAMILIES, FamilyAdapter
 from vrp_bench.models.instrumented import instrumented_generate
 from vrp_bench.models.self_consistency import shared_prefill_samples
-from vrp_bench.zoo import CHECKPOINTS
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
@@ -51,8 +53,9 @@ def cut_at_stop(text: str, until: Sequence[str]) -> str:
     return text[:cut]
 
 
-class HFVLM(VLM):
-    """A transformers VLM of one family (set by subclasses: ``adapter_class``, ``default_pretrained``)."""
+class HFVLM(VLM, Intervenable):
+    """A transformers VLM of one family (set by subclasses: ``adapter_class``, ``default_pretrained``); it
+    implements ``Intervenable``, so it can be ablated."""
 
     adapter_class: ClassVar[type[FamilyAdapter]]
     default_pretrained: ClassVar[str]
@@ -131,23 +134,13 @@ class HFVLM(VLM):
             "pretrained": self.pretrained,
             "revision": self.revision,
             "family": self.adapter_class.family,
-            "n_layers": len(self.adapter.decoder_layers(self.model)),
+            "n_layers": self.n_layers,
             "dtype": str(self.model.dtype).removeprefix("torch."),
             "attn_implementation": self.model.config._attn_implementation,
             "fingerprint": self._fingerprint,
             "capture": self.capture,
             "self_consistency": self.self_consistency,
         }
-
-    @contextmanager
-    def without_self_consistency(self) -> Iterator[None]:
-        """Inside the block, answer without drawing self-consistency samples (e.g. under ablations)."""
-        k = self.self_consistency["k"]
-        self.self_consistency["k"] = 0
-        try:
-            yield
-        finally:
-            self.self_consistency["k"] = k
 
     # --- generation ----------------------------------------------------------------------------
 
@@ -159,19 +152,32 @@ class HFVLM(VLM):
         inputs.pop("labels", None)
         return inputs.to(self.model.device, dtype=self.model.dtype)
 
-    def generate(self, requests: Sequence[Request]) -> list[Response]:
-        groups: dict[tuple[GenerationSettings, bool], list[int]] = {}
-        for index, request in enumerate(requests):
-            groups.setdefault(_batch_key(request), []).append(index)
+    def generate(
+        self, requests: Sequence[Request], *, hooks: Sequence[AbstractContextManager] = (),
+        self_consistency: bool = True,
+    ) -> list[Response]:
         responses: dict[int, Response] = {}
-        for (settings, _), indices in groups.items():
-            # sampled requests go one by one, each under its own seed
-            for batch in [indices] if settings.greedy else [[index] for index in indices]:
-                answers = self._generate_batch([requests[index] for index in batch], settings)
+        with ExitStack() as active:
+            for hook in hooks:
+                active.enter_context(hook)
+            for batch in self.batches(requests, len(requests)):
+                answers = self._generate_batch([requests[index] for index in batch], self_consistency)
                 responses.update(zip(batch, answers))
         return [responses[index] for index in range(len(requests))]
 
-    def _generate_batch(self, requests: list[Request], settings: GenerationSettings) -> list[Response]:
+    def batches(self, requests: Sequence[Request], size: int) -> list[list[int]]:
+        """Requests with the same decoding settings, all with or all without images, share a pass (at most
+        ``size``); sampled requests go one by one, each under its own seed."""
+        groups: dict[tuple[GenerationSettings, bool], list[int]] = {}
+        for index, request in enumerate(requests):
+            groups.setdefault((request.generation, bool(request.images)), []).append(index)
+        passes = []
+        for (settings, _), indices in groups.items():
+            step = max(1, size) if settings.greedy else 1
+            passes += [indices[start:start + step] for start in range(0, len(indices), step)]
+        return passes
+
+    def _generate_batch(self, requests: list[Request], self_consistency: bool) -> list[Response]:
         """Answer one batch (greedy, or one seeded sampled request); with ``capture``, in one instrumented
         pass that also returns every sample's traces, plus its self-consistency answers.
 
@@ -182,20 +188,22 @@ class HFVLM(VLM):
             inputs = self.encode(requests)
         except (ValueError, TypeError, OSError) as error:
             if len(requests) > 1:
-                return [response for request in requests for response in self._generate_batch([request], settings)]
+                return [response for request in requests for response in self._generate_batch([request], self_consistency)]
             return [Response.failed(f"the processor refused this input: {type(error).__name__}: {error}")]
         try:
-            return self._answer(requests, inputs, settings)
+            return self._answer(requests, inputs, self_consistency)
         except RuntimeError as error:
             if not _out_of_memory(error):
                 raise
             if len(requests) > 1:
                 half = len(requests) // 2
-                return self._generate_batch(requests[:half], settings) + self._generate_batch(requests[half:], settings)
+                return (self._generate_batch(requests[:half], self_consistency)
+                        + self._generate_batch(requests[half:], self_consistency))
             return [Response.failed(f"out of memory even alone: {error}")]
 
-    def _answer(self, requests: list[Request], inputs: Any, settings: GenerationSettings) -> list[Response]:
-        """The answers (and traces) of an encoded batch."""
+    def _answer(self, requests: list[Request], inputs: Any, self_consistency: bool) -> list[Response]:
+        """The answers (and traces) of an encoded batch (one decoding setting)."""
+        settings = requests[0].generation
         kwargs = self._generation_kwargs(settings)
         if not settings.greedy:
             torch.manual_seed(requests[0].seed)
@@ -210,10 +218,39 @@ class HFVLM(VLM):
         responses = [Response(text=text) for text in self._decode(new_tokens, settings.until)]
         for index, response in enumerate(responses):
             if traces is not None:
-                response.traces = traces[index].as_traces()
-            if self.capture and self.self_consistency["k"]:
-                response.traces["sc_answers"] = self._sample_answers(requests[index], settings)
+                response.traces = traces[index]
+                if self_consistency and self.self_consistency["k"]:
+                    sampled = self._sample_answers(requests[index], settings)
+                    response.traces = dataclasses.replace(response.traces, sc_answers=sampled)
         return responses
+
+    # --- the interventions interface -------------------------------------------------------------
+
+    @property
+    def captures(self) -> bool:
+        return self.capture
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.adapter.decoder_layers(self.model))
+
+    def unit_site(self, layer: int, space: UnitSpace) -> UnitSite:
+        decoder_layer = self.adapter.decoder_layers(self.model)[layer]
+        if space == "residual":
+            return UnitSite(decoder_layer, "output", self.model.config.get_text_config().hidden_size)
+        down = self.adapter.mlp_down_projection(decoder_layer)
+        return UnitSite(down, "input", down.in_features, readout=down.weight)
+
+    def image_token_layout(self, requests: Sequence[Request]) -> ImageTokenLayout:
+        input_ids = self.encode(requests)["input_ids"].cpu()
+        return ImageTokenLayout(self.adapter.image_token_span(input_ids), input_ids.shape[1],
+                                self.adapter.decoder_layers(self.model)[0])
+
+    def prefill(self, requests: Sequence[Request], hooks: Sequence[AbstractContextManager] = ()) -> None:
+        with ExitStack() as active, torch.inference_mode():
+            for hook in hooks:
+                active.enter_context(hook)
+            self.model(**self.encode(requests))
 
     def _decode(self, new_tokens: torch.Tensor, until: Sequence[str]) -> list[str]:
         texts = self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
@@ -242,25 +279,15 @@ class HFVLM(VLM):
         return kwargs
 
 
-def _batch_key(request: Request) -> tuple[GenerationSettings, bool]:
-    """Requests that can share a batch: same decoding settings, all with or all without images."""
-    return request.generation, bool(request.images)
-
-
-def _register(name: str, adapter: type[FamilyAdapter], pretrained: str, description: str) -> None:
+def register_hf_model(name: str, adapter: type[FamilyAdapter], pretrained: str, description: str) -> type[HFVLM]:
+    """Register, as ``--model name``, an ``HFVLM`` of ``adapter``'s family loading ``pretrained`` by default."""
     attributes = {"adapter_class": adapter, "default_pretrained": pretrained, "description": description}
-    register_model(name)(type(f"HFVLM_{name}", (HFVLM,), attributes))
+    return register_model(name)(type(f"HFVLM_{name}", (HFVLM,), attributes))
 
 
 for _family, _adapter in FAMILIES.items():
-    _register(
+    register_hf_model(
         _family, _adapter, _adapter.default_pretrained, f"transformers {_family}; default {_adapter.default_pretrained}"
-    )
-    _register(
-        f"tiny_{_family}",
-        _adapter,
-        str(CHECKPOINTS / _family),
-        f"tiny trained {_family} (~1M parameters, 64 px, shipped; trained on vrp_shapes)",
     )
 
 

@@ -2,7 +2,7 @@
 
 ``instrumented_generate`` runs ``model.generate`` once for a batch with three removable captures
 active (attention rows, last-position hidden states, per-step logits) and turns what they
-recorded into one ``SampleTrace`` per sample: the decoder's attention from the answer tokens to
+recorded into one ``Traces`` per sample: the decoder's attention from the answer tokens to
 the image tokens on the patch grid (first answer token, and mean over answer tokens), the vision
 encoder's attention on its own grid, per-token log-probability / entropy / top-2 margin, the
 logit-lens truth margin per layer, and the hidden states at the last prompt position and the
@@ -16,7 +16,6 @@ last prompt position for s = 0, answer token s - 1 afterwards.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -24,30 +23,9 @@ import torch
 from torch import nn
 from transformers import BatchFeature, ProcessorMixin
 
+from vrp_bench.api.traces import Traces
 from vrp_bench.capture import AttentionCapture, LastPositionCapture, Site
 from vrp_bench.models.families import FamilyAdapter
-
-
-@dataclass
-class SampleTrace:
-    """What one greedy pass captured for one sample (numpy arrays; None where not applicable)."""
-
-    answer_tokens: list[int]
-    answer_attention_mean: np.ndarray | None = None
-    answer_attention_first: np.ndarray | None = None
-    vision_attention: np.ndarray | None = None
-    token_logprobs: np.ndarray | None = None
-    token_entropies: np.ndarray | None = None
-    token_margins: np.ndarray | None = None
-    truth_margin_layers: list[float] | None = None
-    hidden_last_prompt: np.ndarray | None = None
-    hidden_first_answer: np.ndarray | None = None
-    first_token_logprobs: np.ndarray | None = None
-    """log-softmax over the vocabulary at the first answer step (for divergences under interventions)."""
-
-    def as_traces(self) -> dict[str, Any]:
-        """The ``Response.traces`` mapping (field name -> array), without the token ids."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "answer_tokens"}
 
 
 def attention_sites(model: nn.Module, adapter: FamilyAdapter) -> dict[nn.Module, Site]:
@@ -120,7 +98,7 @@ def instrumented_generate(
     inputs: BatchFeature,
     generation_kwargs: dict[str, Any],
     targets: Sequence[str | Sequence[str] | None],
-) -> tuple[torch.Tensor, list[SampleTrace]]:
+) -> tuple[torch.Tensor, list[Traces]]:
     """Generate once with captures on; returns (new token ids [batch, steps], one trace per sample)."""
     sites = attention_sites(model, adapter)
     attention = AttentionCapture(sites, attention_configs(model, sites))
@@ -145,29 +123,28 @@ def instrumented_generate(
     traces = []
     for b, length in enumerate(lengths):
         steps = max(length, 1)  # an immediate end-of-sequence still had one step of attention
-        trace = SampleTrace(
-            answer_tokens=new_tokens[b, :length].tolist(),
-            token_logprobs=logprobs[b, :length],
-            token_entropies=entropies[b, :length],
-            token_margins=margins[b, :length],
-            first_token_logprobs=first_step[b],
-            hidden_last_prompt=last_prompt[b].half().numpy() if last_prompt is not None else None,
-            hidden_first_answer=(first_answer[b].half().numpy() if first_answer is not None and length > 0 else None),
-        )
+        arrays: dict[str, Any] = {
+            "token_logprobs": logprobs[b, :length],
+            "token_entropies": entropies[b, :length],
+            "token_margins": margins[b, :length],
+            "first_token_logprobs": first_step[b],
+            "hidden_last_prompt": last_prompt[b].half().numpy() if last_prompt is not None else None,
+            "hidden_first_answer": (first_answer[b].half().numpy() if first_answer is not None and length > 0 else None),
+        }
         if len(spans[b]):
             rows, cols = adapter.patch_grid(inputs, b, 0)
             positions = spans[b][: rows * cols]
             per_layer = [torch.stack([attention.records[Site("decoder", layer)][s][b, positions] for s in range(steps)])
                          for layer in range(n_decoder)]
-            trace.answer_attention_first = torch.stack([p[0] for p in per_layer]).reshape(n_decoder, rows, cols).numpy()
-            trace.answer_attention_mean = torch.stack([p.mean(0) for p in per_layer]).reshape(n_decoder, rows, cols).numpy()
+            arrays["answer_attention_first"] = torch.stack([p[0] for p in per_layer]).reshape(n_decoder, rows, cols).numpy()
+            arrays["answer_attention_mean"] = torch.stack([p.mean(0) for p in per_layer]).reshape(n_decoder, rows, cols).numpy()
             if vision_sequences:
                 grid = adapter.vision_grid(inputs, b, 0)
-                trace.vision_attention = torch.stack(
+                arrays["vision_attention"] = torch.stack(
                     [seq[grid.sequence, grid.positions] for seq in vision_sequences]
                 ).reshape(n_vision, grid.rows, grid.cols).numpy()
         target_ids = target_token_ids(processor.tokenizer, targets[b])
         if target_ids and last_prompt is not None:
-            trace.truth_margin_layers = truth_margins(last_prompt[b], adapter, model, target_ids)
-        traces.append(trace)
+            arrays["truth_margin_layers"] = truth_margins(last_prompt[b], adapter, model, target_ids)
+        traces.append(Traces(**arrays))
     return new_tokens, traces

@@ -17,7 +17,9 @@ import numpy as np
 
 import vrp_bench
 from vrp_bench.api.yaml_dialect import FunctionRef
-from vrp_bench.evaluator import HIDDEN_STATE_TRACES, RunResult, TaskResult, TaskScores, group_scores
+from vrp_bench.api.traces import HIDDEN_POSITIONS
+from vrp_bench.evaluator import RunResult, TaskResult, TaskScores, group_scores
+from vrp_bench.report.run_files import RunFiles
 from vrp_bench.report.schema import SCHEMA_ID
 from vrp_bench.report.writer import jsonl_text
 from vrp_bench.scoring.probes import ProbeFits, encode_probes
@@ -144,7 +146,7 @@ def sample_logs(run: RunResult) -> dict[str, list[dict[str, Any]]]:
 
 def hidden_states(run: RunResult) -> dict[str, dict[str, np.ndarray]]:
     """Per captured position, ``sample_key`` -> [n_layers, hidden] float16 hidden states."""
-    states: dict[str, dict[str, np.ndarray]] = {position: {} for position in HIDDEN_STATE_TRACES}
+    states: dict[str, dict[str, np.ndarray]] = {position: {} for position in HIDDEN_POSITIONS}
     for name, result in run.results.items():
         for record in result.records:
             for position, array in record.hidden_states.items():
@@ -156,7 +158,7 @@ def traces_npz(result: TaskResult) -> bytes | None:
     """The ``--save_traces`` file of one task: per position, ``<position>`` [n, layers, hidden] float16
     and ``<position>_doc_ids`` [n]; None when nothing was captured."""
     arrays: dict[str, np.ndarray] = {}
-    for position in HIDDEN_STATE_TRACES:
+    for position in HIDDEN_POSITIONS:
         kept = [r for r in result.records if position in r.hidden_states]
         if kept:
             arrays[position] = np.stack([r.hidden_states[position] for r in kept]).astype(np.float16)
@@ -169,13 +171,13 @@ def traces_npz(result: TaskResult) -> bytes | None:
 
 
 def read_traces(files: dict[Path, bytes]) -> dict[str, dict[str, np.ndarray]]:
-    """Hidden states from the contents of ``traces_npz`` files named ``<stamp>_traces_<task>.npz``, keyed like
+    """Hidden states from the contents of ``traces_npz`` files (named by ``RunFiles.traces``), keyed like
     ``hidden_states``."""
-    states: dict[str, dict[str, np.ndarray]] = {position: {} for position in HIDDEN_STATE_TRACES}
+    states: dict[str, dict[str, np.ndarray]] = {position: {} for position in HIDDEN_POSITIONS}
     for path, content in files.items():
-        task = path.stem.split("_traces_", 1)[1]
+        task = RunFiles.traces_task(path)
         with np.load(io.BytesIO(content)) as data:
-            for position in HIDDEN_STATE_TRACES:
+            for position in HIDDEN_POSITIONS:
                 if position in data:
                     for doc_id, array in zip(data[f"{position}_doc_ids"], data[position]):
                         states[position][sample_key(task, int(doc_id))] = array
@@ -183,5 +185,6 @@ def read_traces(files: dict[Path, bytes]) -> dict[str, dict[str, np.ndarray]]:
 
 
 def probe_files(fits: ProbeFits, stem: Path) -> dict[Path, bytes]:
-    """The saved probes (``scoring.probes.encode_probes``: .npz arrays + .json provenance) by path."""
+    """The saved probes (``scoring.probes.encode_probes``: .npz arrays + .json provenance) by path; ``stem``:
+    ``RunFiles.probes`` of their position."""
     return {stem.parent / name: data for name, data in encode_probes(fits, stem.name).items()}

@@ -1,9 +1,7 @@
 """Reading a run back from disk: its report, per-sample JSONL files and traces, for re-scoring, and checking
 them: records that agree with their metrics, files whose content hashes are the ones the report recorded.
 
-A run's files share a UTC-timestamp stem: ``<stem>_results.json``, ``<stem>_samples_<task>.jsonl``,
-with ``--save_traces`` ``<stem>_traces_<task>.npz``, and after an ablation with ``--log_samples``
-``<stem>_ablation_<task>.jsonl`` (one record per doc and condition). The report's ``files`` holds the
+Where each file of a run lies is ``report.run_files.RunFiles``' business; the report's ``files`` holds the
 "sha256:<hex>" of each file written beside it, by name.
 """
 
@@ -20,11 +18,11 @@ from vrp_bench.api.metrics import aggregate
 from vrp_bench.evaluator import group_scores, is_correct
 from vrp_bench.interventions import ablation_context, ablation_section
 from vrp_bench.report.results import FUNCTION_TAG, read_traces, result_keys, results_entry
+from vrp_bench.report.run_files import RunFiles
 from vrp_bench.report.schema import SCHEMA_ID, schema_problems
 from vrp_bench.scoring.sections import score_sections
 from vrp_bench.scoring.settings import ScoringSettings
 
-RESULTS_SUFFIX = "_results.json"
 EDITED = " (records edited after the run?)"
 
 
@@ -57,47 +55,34 @@ class SavedRun:
     hashes: dict[str, str]
     """The content hash of every file read besides the report, by file name."""
 
-
-def find_results(path: Path) -> Path:
-    """The results file named by ``path``: the file itself, or the only one in a folder."""
-    if path.is_file():
-        return path
-    if not path.is_dir():
-        raise UsageError(f"{path} is neither a results file nor a folder")
-    candidates = sorted(path.glob(f"*{RESULTS_SUFFIX}"))
-    if len(candidates) != 1:
-        found = ", ".join(c.name for c in candidates) or "none"
-        raise UsageError(f"{path} must hold exactly one *{RESULTS_SUFFIX} (found {found}); name the file")
-    return candidates[0]
-
-
-def run_file(results_path: Path, kind: str, task: str) -> Path:
-    """The run's ``<stem>_<kind>_<task>.jsonl`` file (kind: samples or ablation) beside its results file."""
-    return results_path.with_name(f"{results_path.name.removesuffix(RESULTS_SUFFIX)}_{kind}_{task}.jsonl")
+    @property
+    def files(self) -> RunFiles:
+        """The run's file layout (where its samples, ablation records and traces lie)."""
+        return RunFiles.of(self.results_path)
 
 
 def load_run(path: Path) -> SavedRun:
     """The report, samples and traces of the run at ``path`` (a results file or its folder)."""
-    results_path = find_results(path)
+    results_path = RunFiles.find_results(path)
+    files = RunFiles.of(results_path)
     report = read_report(results_path)
     contents: dict[Path, bytes] = {}
     samples = {}
     for task in report["results"]:
-        sample_path = run_file(results_path, "samples", task)
+        sample_path = files.samples(task)
         if not sample_path.is_file():
             raise UsageError(f"{sample_path.name} is missing beside {results_path.name}: re-scoring needs the run's "
                              "per-sample files (run with --log_samples)")
         samples[task] = _read_jsonl(sample_path, contents)
     ablation = {}
     if report.get("ablation") is not None:
-        paths = {task: run_file(results_path, "ablation", task) for task in report["results"]}
+        paths = {task: files.ablation(task) for task in report["results"]}
         missing = [path.name for path in paths.values() if not path.is_file()]
         if missing and len(missing) < len(paths):
             raise UsageError(f"{missing[0]} is missing beside {results_path.name}: re-scoring the ablation needs "
                              "every task's per-condition file (or none, to keep the saved section)")
         ablation = {task: _read_jsonl(path, contents) for task, path in paths.items() if not missing}
-    stem = results_path.name.removesuffix(RESULTS_SUFFIX)
-    traces = {path: path.read_bytes() for path in sorted(results_path.parent.glob(f"{stem}_traces_*.npz"))}
+    traces = {path: path.read_bytes() for path in files.saved_traces()}
     contents.update(traces)
     hashes = {path.name: content_hash(content) for path, content in contents.items()}
     return SavedRun(results_path, report, samples, traces, ablation, hashes)
@@ -130,7 +115,7 @@ def check_records(run: SavedRun) -> None:
     ``evaluator.is_correct`` of its primary (first) metric, a failed one whose ``correct`` is not null."""
     for task, records in run.samples.items():
         metrics = [spec["metric"] for spec in metric_specs(run, task)]
-        name = run_file(run.results_path, "samples", task).name
+        name = run.files.samples(task).name
         for record in records:
             where, correct = f"{name}: doc {record.get('doc_id')}", record.get("correct")
             if record.get("error") is not None:

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from vrp_bench.signals import SIGNALS, SignalSpec
+from vrp_bench.signals.catalogue import SIGNALS
+from vrp_bench.signals.spec import SignalSpec
 
 WELL_COVERED = 0.9
 """A signal joins the fusion and competes for best signal when it is defined for at least this share of the

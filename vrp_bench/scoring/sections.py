@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from vrp_bench.api.traces import HIDDEN_POSITIONS
 from vrp_bench.scoring.bootstrap import CONFIDENCE, percentile_ci, resample_weights
 from vrp_bench.scoring.fusion import fuse_signals, fusion_pipeline
 from vrp_bench.scoring.heldout import evaluate_heldout
@@ -42,10 +43,10 @@ from vrp_bench.scoring.settings import ScoringSettings
 from vrp_bench.scoring.signal_quality import score_signal
 from vrp_bench.scoring.summary import WITHIN_TASK, summarize
 from vrp_bench.scoring.verdicts import verdicts
-from vrp_bench.signals import SIGNALS
+from vrp_bench.signals.catalogue import SIGNALS
 
 CONCATENATED = "concatenated"
-HIDDEN_POSITIONS = ("hidden_last_prompt", "hidden_first_answer")
+
 LAYER_PROFILES = ("h_s_layers", "delta_h_s_layers", "grounding_mass_layers", "truth_margin_layers", "vision_h_s_layers")
 ADJUSTED_TESTS = ("auroc", "r_pb", "spearman")
 """Statistics whose p-values get Benjamini-Hochberg adjusted across the signals of one scope."""

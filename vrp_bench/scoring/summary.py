@@ -25,7 +25,7 @@ from vrp_bench.scoring.records import WELL_COVERED, correctness, signal_values, 
 from vrp_bench.scoring.settings import ScoringSettings
 from vrp_bench.scoring.signal_quality import oriented, score_auroc
 from vrp_bench.scoring.stratified import StratifiedTally, stratum_indices
-from vrp_bench.signals import SIGNALS
+from vrp_bench.signals.catalogue import SIGNALS
 
 WITHIN_TASK = "within_task"
 

@@ -1,11 +1,9 @@
 """Reliability signals: pure numpy functions on one sample's captured arrays.
 
-capture (model code) -> ``SampleCapture`` -> ``compute_signals`` -> flat JSON-ready dict -> scoring.
-Each signal is a function in a concept module (structural, grounding, generation, consistency)
-plus one ``SIGNALS`` entry (registered in ``compute``) saying what it reads and how it is oriented.
+``Traces`` (model code) + what the doc knows -> ``inputs.SignalInputs`` -> ``compute.compute_signals`` -> a flat
+JSON-ready dict -> scoring. Homes: ``spec`` (what a signal is), ``catalogue`` (the ``SIGNALS`` registry and
+every built-in signal, registered where the registry is defined), ``inputs`` (a sample's inputs and the
+quantities signals share), ``compute`` (the loop), and the array functions by concept (``structural``,
+``grounding``, ``generation``, ``consistency``). Import what you use from its module: this package's
+``__init__`` imports nothing.
 """
-
-from vrp_bench.signals.compute import SampleCapture, SampleSignals, SignalSettings, compute_signals
-from vrp_bench.signals.registry import SIGNALS, SignalSpec
-
-__all__ = ["SIGNALS", "SampleCapture", "SampleSignals", "SignalSettings", "SignalSpec", "compute_signals"]

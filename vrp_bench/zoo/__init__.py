@@ -1,8 +1,10 @@
 """The tiny zoo: small models of each family's real architecture, trained on vrp_shapes on a CPU.
 
-``build`` makes a randomly initialised tiny model (config, word-level tokenizer, real processor);
-``train`` trains one and saves it. Trained checkpoints ship in ``CHECKPOINTS/<family>`` and load as
-``--model tiny_<family>``.
+``recipes`` holds each family's tiny recipe (small config, special tokens, chat template, real
+processor, training text); ``build`` makes a randomly initialised tiny model from it (config,
+word-level tokenizer, real processor); ``train`` trains one and saves it. Trained checkpoints ship in
+``CHECKPOINTS/<family>``; ``models`` registers each as ``--model tiny_<family>``. The zoo imports
+``vrp_bench.models``, never the other way round.
 """
 
 from pathlib import Path

@@ -1,4 +1,5 @@
-"""Build a tiny, randomly initialised model of a family: config, word-level tokenizer, real processor.
+"""Build a tiny, randomly initialised model of a family from its recipe (``vrp_bench.zoo.recipes``):
+config, word-level tokenizer, real processor.
 
 The tokenizer is a ``tokenizers`` WordLevel model (lowercase, split on whitespace and punctuation)
 over the vrp_shapes vocabulary plus the words of the prompts, wrapped as a ``TokenizersBackend``
@@ -14,7 +15,7 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 from transformers import AutoModelForImageTextToText, PreTrainedModel, ProcessorMixin, TokenizersBackend
 
 from vrp_bench.datasets.vrp_shapes import VOCABULARY
-from vrp_bench.models.families import FAMILIES, SpecialTokens
+from vrp_bench.zoo.recipes import RECIPES, SpecialTokens
 
 IMAGE_SIZE = 64
 PATCH_SIZE = 8
@@ -68,10 +69,12 @@ def build_tiny(
 ) -> tuple[PreTrainedModel, ProcessorMixin]:
     """A randomly initialised (seeded) tiny model of ``family`` and its processor, for ``image_size`` images
     cut into ``patch_size`` patches (the zoo's 64 / 8; benchmarks use the real models' sequence shapes)."""
-    adapter = FAMILIES[family]
-    tokenizer = build_tokenizer(adapter.special_tokens, [*VOCABULARY, *PROMPT_WORDS])
-    processor = adapter.tiny_processor(tokenizer, image_size, patch_size)
-    config = adapter.tiny_config(processor.tokenizer, image_size, patch_size)
+    if family not in RECIPES:
+        raise ValueError(f"no tiny recipe for family {family!r} (zoo/recipes.py); known: {', '.join(RECIPES)}")
+    recipe = RECIPES[family]
+    tokenizer = build_tokenizer(recipe.special_tokens, [*VOCABULARY, *PROMPT_WORDS])
+    processor = recipe.processor(tokenizer, image_size, patch_size)
+    config = recipe.config(processor.tokenizer, image_size, patch_size)
     torch.manual_seed(seed)
     model = AutoModelForImageTextToText.from_config(config)
     return model, processor

@@ -27,6 +27,7 @@ from vrp_bench.api.model import MODELS
 from vrp_bench.datasets.vrp_shapes import QUESTION_SETS, generate_docs
 from vrp_bench.models.families import FAMILIES, FamilyAdapter
 from vrp_bench.zoo.build import IMAGE_SIZE, build_tiny
+from vrp_bench.zoo.recipes import RECIPES, TinyRecipe
 
 POST_PROMPT = "\nAnswer the question using a single word or phrase."
 """The vrp_shapes tasks' default post-prompt (tasks/vrp_shapes/_default_template_yaml)."""
@@ -81,9 +82,12 @@ def sample_docs(rng: np.random.Generator, by_set: dict[str, list[dict]], weights
     return [by_set[names[k]][rng.integers(len(by_set[names[k]]))] for k in picks]
 
 
-def training_batch(adapter: FamilyAdapter, processor: ProcessorMixin, docs: list[dict]) -> dict[str, torch.Tensor]:
+def training_batch(
+    adapter: FamilyAdapter, recipe: TinyRecipe, processor: ProcessorMixin, docs: list[dict]
+) -> dict[str, torch.Tensor]:
     """Processor inputs for prompt + answer + end-of-sequence, labels on the answer tokens only.
 
+    The adapter lays out the prompt (as in evaluation); the recipe puts prompt and answer into the processor.
     Left padding puts every sample's answer at the end, so the labels are the last tokens.
     """
     tokenizer = processor.tokenizer
@@ -93,7 +97,7 @@ def training_batch(adapter: FamilyAdapter, processor: ProcessorMixin, docs: list
         images=[[doc["image"]] for doc in docs],
         padding=True,
         return_tensors="pt",
-        **adapter.training_text(processor, prompts, answers),
+        **recipe.training_text(processor, prompts, answers),
     )
     labels = torch.full_like(inputs["input_ids"], -100)
     for row, answer in enumerate(answers):
@@ -109,9 +113,10 @@ def learning_rate(progress: float, step: int) -> float:
     return LEARNING_RATE * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-def evaluate(model_name: str, pretrained: str, docs: list[dict], blank: bool = False, batch_size: int = 50) -> float:
-    """Greedy exact-match accuracy of a registered model on ``docs`` (every image blank if ``blank``)."""
-    vlm = MODELS.get(model_name).from_args({"pretrained": pretrained, "capture": False}, device="cpu")
+def evaluate(family: str, pretrained: str, docs: list[dict], blank: bool = False, batch_size: int = 50) -> float:
+    """Greedy exact-match accuracy on ``docs`` of the ``family`` checkpoint at ``pretrained``, loaded by the
+    family's registered backend (every image blank if ``blank``)."""
+    vlm = MODELS.get(family).from_args({"pretrained": pretrained, "capture": False}, device="cpu")
     settings = GenerationSettings(until=("\n",), max_new_tokens=10)
     correct = 0.0
     for start in range(0, len(docs), batch_size):
@@ -153,8 +158,8 @@ def train_family(
     so a run is reproducible from its seed and steps), stopping early, as a safety cap, once
     ``seconds`` of training have passed. Returns the facts written to the model card.
     """
-    if family not in FAMILIES:
-        raise ValueError(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
+    if family not in RECIPES:
+        raise ValueError(f"no tiny recipe for family {family!r}; choose from {', '.join(RECIPES)}")
     steps = DEFAULT_STEPS if steps is None else steps
     torch.manual_seed(seed)
     model, processor = build_tiny(family, seed=seed)
@@ -173,7 +178,7 @@ def train_family(
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step / steps, step)
         weights = next(w for end, w in CURRICULUM if step < end * steps)
-        batch = training_batch(adapter, processor, sample_docs(rng, by_set, weights))
+        batch = training_batch(adapter, RECIPES[family], processor, sample_docs(rng, by_set, weights))
         loss = model(**batch).loss
         optimizer.zero_grad()
         loss.backward()
@@ -202,9 +207,10 @@ def train_family(
         "parameters": sum(p.numel() for p in model.parameters()),
     }
     if evaluate_test:
+        # the family's backend loading output_dir: tiny_<family> is the same, but exists only once a checkpoint ships
         test = held_out_docs()
-        facts["test_accuracy"] = round(evaluate(f"tiny_{family}", str(output_dir), test), 4)
-        facts["blank_image_accuracy"] = round(evaluate(f"tiny_{family}", str(output_dir), test, blank=True), 4)
+        facts["test_accuracy"] = round(evaluate(family, str(output_dir), test), 4)
+        facts["blank_image_accuracy"] = round(evaluate(family, str(output_dir), test, blank=True), 4)
         facts["test_docs"] = len(test)
     (output_dir / "MODEL_CARD.md").write_text(model_card(facts))
     return facts

@@ -4,9 +4,10 @@ A ``FamilyAdapter`` is bound to a loaded model's config. The backend (``hf_vlm``
 after it (capture hooks, signals) reach architecture details only through it: how a prompt is
 laid out, where the image tokens sit in ``input_ids`` and which patch grid they form, and handles
 to the decoder layers, their attention and MLP modules, the final norm, ``lm_head`` and the vision
-encoder's blocks. Class-level members describe the family for the tiny zoo (a small config, the
-tokenizer's special tokens, the real processor class). Adding a family is one subclass in one file,
-listed in ``vrp_bench.models.families.FAMILIES``.
+encoder's blocks. Class-level members name the family and its study checkpoint and load the
+checkpoint's processor. Adding a family is one subclass in one file, listed in
+``vrp_bench.models.families.FAMILIES``; that is enough to evaluate it. How to build and train a tiny
+model of a family is the tiny zoo's business (``vrp_bench.zoo.recipes``), not the adapter's.
 """
 
 from __future__ import annotations
@@ -18,30 +19,9 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from transformers import AutoProcessor, PretrainedConfig, ProcessorMixin, TokenizersBackend
+from transformers import AutoProcessor, PretrainedConfig, ProcessorMixin
 
 from vrp_bench.api.errors import UsageError
-
-
-TINY_HIDDEN = 128
-"""Hidden size of every tiny model's decoder."""
-TINY_VISION = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4}
-"""Vision-encoder sizes shared by the tiny configs of the fixed-grid families (CLIP, SigLIP field names)."""
-
-
-def tiny_text(tokenizer: TokenizersBackend) -> dict[str, Any]:
-    """Decoder sizes shared by every tiny config (hidden 128, 3 layers, 4 heads), for ``tokenizer``'s vocabulary."""
-    return {
-        "vocab_size": len(tokenizer),
-        "hidden_size": TINY_HIDDEN,
-        "intermediate_size": 352,
-        "num_hidden_layers": 3,
-        "num_attention_heads": 4,
-        "max_position_embeddings": 512,
-        "bos_token_id": tokenizer.bos_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
-    }
 
 
 @dataclass(frozen=True)
@@ -60,20 +40,6 @@ class VisionGrid:
     has_cls: bool
 
 
-@dataclass(frozen=True)
-class SpecialTokens:
-    """The special tokens a family's tokenizer and processor expect (used to build tiny tokenizers)."""
-
-    bos: str | None
-    eos: str
-    pad: str
-    unk: str
-    image: str
-    extra: tuple[str, ...] = ()
-    prepend_bos: bool = False
-    """Whether the tokenizer itself starts every text with ``bos`` (as Llama's does)."""
-
-
 class FamilyAdapter(ABC):
     """Architecture-specific knowledge about one VLM family, bound to a model config."""
 
@@ -81,9 +47,6 @@ class FamilyAdapter(ABC):
     """Short name, also the registered model name (``llava``, ``qwen2_vl``, ...)."""
     default_pretrained: ClassVar[str]
     """Hub id of the study's checkpoint for this family."""
-    special_tokens: ClassVar[SpecialTokens]
-    chat_template: ClassVar[str | None] = None
-    """Chat template given to tiny checkpoints' processors (``None``: the family has none)."""
     vision_has_cls: ClassVar[bool] = False
     """Whether the vision encoder prepends a CLS token (its attention map is then the CLS row)."""
 
@@ -117,11 +80,6 @@ class FamilyAdapter(ABC):
             content = [{"type": "image"}] * n_images + [{"type": "text", "text": prompt}]
             messages = [{"role": "user", "content": content}]
         return processor.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
-
-    def training_text(self, processor: ProcessorMixin, prompts: list[str], answers: list[str]) -> dict[str, Any]:
-        """Text arguments of the processor for prompts followed by their answers and end-of-sequence."""
-        eos = processor.tokenizer.eos_token
-        return {"text": [f"{prompt} {answer}{eos}" for prompt, answer in zip(prompts, answers)]}
 
     # --- image tokens and grids ----------------------------------------------------------------
 
@@ -169,18 +127,6 @@ class FamilyAdapter(ABC):
     def vision_attention_module(self, block: nn.Module) -> nn.Module:
         """The self-attention module of one vision block."""
         return block.self_attn
-
-    # --- tiny zoo ------------------------------------------------------------------------------
-
-    @classmethod
-    @abstractmethod
-    def tiny_config(cls, tokenizer: TokenizersBackend, image_size: int, patch_size: int) -> PretrainedConfig:
-        """A small config of this architecture (hidden 128, 2-3 layers) for ``tokenizer``'s vocabulary."""
-
-    @classmethod
-    @abstractmethod
-    def tiny_processor(cls, tokenizer: TokenizersBackend, image_size: int, patch_size: int) -> ProcessorMixin:
-        """The family's real processor class around ``tokenizer``, for ``image_size`` images."""
 
 
 class FixedGridAdapter(FamilyAdapter):

@@ -9,33 +9,13 @@ left out of the grid.
 from __future__ import annotations
 
 import torch
-from transformers import (
-    CLIPImageProcessorPil,
-    CLIPVisionConfig,
-    LlamaConfig,
-    LlavaConfig,
-    LlavaProcessor,
-    TokenizersBackend,
-)
 
-from vrp_bench.models.families.base import TINY_VISION, FixedGridAdapter, SpecialTokens, tiny_text
-
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if message['role'] != 'system' %}{{ message['role'].upper() + ': ' }}{% endif %}"
-    "{% if message['content'] is string %}{{ message['content'] + ' ' }}{% else %}"
-    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\\n' }}{% endfor %}"
-    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' ' }}"
-    "{% endfor %}{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
-)
+from vrp_bench.models.families.base import FixedGridAdapter
 
 
 class LlavaAdapter(FixedGridAdapter):
     family = "llava"
     default_pretrained = "llava-hf/llava-1.5-7b-hf"
-    special_tokens = SpecialTokens(bos="<s>", eos="</s>", pad="<pad>", unk="<unk>", image="<image>", prepend_bos=True)
-    chat_template = CHAT_TEMPLATE
     vision_has_cls = True
 
     @property
@@ -51,29 +31,3 @@ class LlavaAdapter(FixedGridAdapter):
         if not self._keeps_cls:
             return spans
         return [span.view(-1, self._tokens_per_image)[:, 1:].flatten() for span in spans]
-
-    @classmethod
-    def tiny_config(cls, tokenizer: TokenizersBackend, image_size: int, patch_size: int) -> LlavaConfig:
-        vision = CLIPVisionConfig(**TINY_VISION, image_size=image_size, patch_size=patch_size, projection_dim=128)
-        text = LlamaConfig(**tiny_text(tokenizer), num_key_value_heads=4)
-        return LlavaConfig(
-            vision_config=vision,
-            text_config=text,
-            image_token_index=tokenizer.image_token_id,
-            image_seq_length=(image_size // patch_size) ** 2,
-            vision_feature_layer=-1,
-        )
-
-    @classmethod
-    def tiny_processor(cls, tokenizer: TokenizersBackend, image_size: int, patch_size: int) -> LlavaProcessor:
-        image_processor = CLIPImageProcessorPil(
-            size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
-        )
-        return LlavaProcessor(
-            image_processor=image_processor,
-            tokenizer=tokenizer,
-            patch_size=patch_size,
-            vision_feature_select_strategy="default",
-            num_additional_image_tokens=1,
-            chat_template=cls.chat_template,
-        )

@@ -11,41 +11,14 @@ block-major by 2x2 merge unit; Qwen2.5-VL additionally reorders the merge units 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from transformers import (
-    ProcessorMixin,
-    Qwen2_5_VLConfig,
-    Qwen2_5_VLProcessor,
-    Qwen2VLConfig,
-    Qwen2VLImageProcessorPil,
-    Qwen2VLProcessor,
-    TokenizersBackend,
-)
+from transformers import ProcessorMixin, Qwen2_5_VLProcessor, Qwen2VLProcessor
 from transformers.vision_utils import get_vision_window_index
 
-from vrp_bench.models.families.base import TINY_HIDDEN, FamilyAdapter, SpecialTokens, VisionGrid, tiny_text
-
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
-    "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n{% else %}"
-    "{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
-    "{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-TINY_QWEN_TEXT = {
-    "num_key_value_heads": 2,
-    # mrope_section sums to head_dim / 2 = 16 (temporal, height, width)
-    "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]},
-}
+from vrp_bench.models.families.base import FamilyAdapter, VisionGrid
 
 
 def image_only(processor_class: type[ProcessorMixin]) -> type[ProcessorMixin]:
@@ -65,17 +38,8 @@ def image_only(processor_class: type[ProcessorMixin]) -> type[ProcessorMixin]:
 class Qwen2VLAdapter(FamilyAdapter):
     family = "qwen2_vl"
     default_pretrained = "Qwen/Qwen2-VL-7B-Instruct"
-    special_tokens = SpecialTokens(
-        bos=None,
-        eos="<|im_end|>",
-        pad="<|endoftext|>",
-        unk="<|unk|>",
-        image="<|image_pad|>",
-        extra=("<|im_start|>", "<|vision_start|>", "<|vision_end|>", "<|video_pad|>"),
-    )
-    chat_template = CHAT_TEMPLATE
-    config_class = Qwen2VLConfig
-    processor_class = image_only(Qwen2VLProcessor)
+    processor_class: ClassVar[type[ProcessorMixin]] = image_only(Qwen2VLProcessor)
+    """The processor class checkpoints are loaded with (images only)."""
 
     @classmethod
     def load_processor(cls, pretrained: str, max_pixels: int | None = None, **kwargs: Any) -> ProcessorMixin:
@@ -119,47 +83,12 @@ class Qwen2VLAdapter(FamilyAdapter):
     def vision_attention_module(self, block: nn.Module) -> nn.Module:
         return block.attn
 
-    @classmethod
-    def _tiny_vision(cls, patch_size: int) -> dict[str, Any]:
-        return {
-            "depth": 2,
-            "embed_dim": 128,
-            "hidden_size": TINY_HIDDEN,
-            "num_heads": 4,
-            "mlp_ratio": 2,
-            "patch_size": patch_size,
-        }
-
-    @classmethod
-    def tiny_config(cls, tokenizer: TokenizersBackend, image_size: int, patch_size: int) -> Qwen2VLConfig:
-        ids = tokenizer.convert_tokens_to_ids
-        text = {**tiny_text(tokenizer), **TINY_QWEN_TEXT}
-        return cls.config_class(
-            text_config=text,
-            vision_config=cls._tiny_vision(patch_size),
-            image_token_id=ids("<|image_pad|>"),
-            video_token_id=ids("<|video_pad|>"),
-            vision_start_token_id=ids("<|vision_start|>"),
-            vision_end_token_id=ids("<|vision_end|>"),
-        )
-
-    @classmethod
-    def tiny_processor(cls, tokenizer: TokenizersBackend, image_size: int, patch_size: int) -> Qwen2VLProcessor:
-        factor = patch_size * 2
-        image_processor = Qwen2VLImageProcessorPil(
-            patch_size=patch_size, merge_size=2, min_pixels=factor * factor, max_pixels=image_size * image_size
-        )
-        return cls.processor_class(
-            image_processor=image_processor, tokenizer=tokenizer, chat_template=cls.chat_template
-        )
-
 
 class Qwen2_5_VLAdapter(Qwen2VLAdapter):
     """Qwen2.5-VL: Qwen2-VL plus windowed attention in the vision encoder (and new field names)."""
 
     family = "qwen2_5_vl"
     default_pretrained = "Qwen/Qwen2.5-VL-3B-Instruct"
-    config_class = Qwen2_5_VLConfig
     processor_class = image_only(Qwen2_5_VLProcessor)
 
     def _unit_order(self, grid_thw: torch.Tensor) -> torch.Tensor:
@@ -171,16 +100,3 @@ class Qwen2_5_VLAdapter(Qwen2VLAdapter):
             patch_size=vision.patch_size,
         )
         return torch.argsort(window_index)
-
-    @classmethod
-    def _tiny_vision(cls, patch_size: int) -> dict[str, Any]:
-        return {
-            "depth": 2,
-            "hidden_size": 128,
-            "intermediate_size": 256,
-            "out_hidden_size": TINY_HIDDEN,
-            "num_heads": 4,
-            "patch_size": patch_size,
-            "window_size": patch_size * 4,  # 2x2 merge units per window
-            "fullatt_block_indexes": [1],
-        }

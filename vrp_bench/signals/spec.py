@@ -1,24 +1,20 @@
-"""``SIGNALS``: one ``SignalSpec`` per key of the per-sample signal dict.
+"""``SignalSpec``: what one key of the per-sample signal dict means (the ``SIGNALS`` catalogue holds one each).
 
-A spec says how to compute its key from a ``SampleCapture`` and how to read it: its orientation
-for scoring, the capture fields it needs (missing ones make the value None), whether it is a
+A spec says how to compute its key from a sample's ``SignalInputs`` and how to read it: its orientation
+for scoring, the input fields it needs (missing ones make the value None), whether it is a
 per-layer list and whether it is a probability (ECE / Brier). Per-layer keys are their own
 entries (``per_layer=True``) with the orientation of their scalar.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from vrp_bench.api.registry import Registry
+from vrp_bench.signals.inputs import INPUT_FIELDS, SignalInputs
 
-if TYPE_CHECKING:
-    from vrp_bench.signals.compute import SampleCapture, SignalSettings
-
-ComputeFn = Callable[["SampleCapture", "SignalSettings"], Any]
+ComputeFn = Callable[[SignalInputs], Any]
 Reference = Literal["target", "boxes"]
 REFERENCES: tuple[Reference, ...] = ("target", "boxes")
 
@@ -30,7 +26,8 @@ class SignalSpec:
     ``orientation``: +1 if higher means more likely correct, -1 if lower does (for attention
     structure: under the Attention-Confidence Assumption, the hypothesis the benchmark tests);
     None for descriptive keys that are not a reliability score (scoring skips them).
-    ``needs``: ``SampleCapture`` fields read; when one is None or empty the value is None.
+    ``needs``: the ``SignalInputs`` fields read (``Traces`` fields, ``image_size``, ``boxes``, ``target``);
+    when one is None or empty the value is None.
     ``reference``: what of the reference answer the value reads: "target" (the answer itself, e.g. the
     logit-lens truth margin), "boxes" (the task's ground-truth boxes, which reveal the answer wherever they
     depend on it: a box exists only for a "yes", one box per counted object) or None. A signal that reads
@@ -39,7 +36,7 @@ class SignalSpec:
     only on tasks whose YAML metadata declares ``boxes_answer_independent: true``.
     ``calibrated_against``: for a probability, the per-sample signal holding the correctness it
     predicts, when that is not the greedy answer's (e.g. ``sc_majority_correct`` for ``sc_agreement``).
-    ``compute``: (capture, settings) -> a JSON-ready value.
+    ``compute``: (inputs) -> a JSON-ready value.
     """
 
     name: str
@@ -57,28 +54,6 @@ class SignalSpec:
             raise ValueError(f"signal {self.name!r}: orientation must be +1, -1 or None")
         if self.reference not in (*REFERENCES, None):
             raise ValueError(f"signal {self.name!r}: reference must be one of {REFERENCES} or None")
-
-
-SIGNALS: Registry[SignalSpec] = Registry("signal")
-
-
-def register_signal(
-    name: str,
-    orientation: int | None,
-    needs: tuple[str, ...],
-    *,
-    per_layer: bool = False,
-    probability: bool = False,
-    reference: Reference | None = None,
-    calibrated_against: str | None = None,
-) -> Callable[[ComputeFn], ComputeFn]:
-    """Decorator: register ``compute`` under ``name``; its docstring becomes the description."""
-
-    def add(compute: ComputeFn) -> ComputeFn:
-        description = inspect.getdoc(compute) or ""
-        spec = SignalSpec(name, orientation, needs, per_layer, probability, description, compute, reference,
-                          calibrated_against)
-        SIGNALS.register(name)(spec)
-        return compute
-
-    return add
+        unknown = [need for need in self.needs if need not in INPUT_FIELDS]
+        if unknown:
+            raise ValueError(f"signal {self.name!r} needs {unknown}, which no sample has; inputs: {INPUT_FIELDS}")

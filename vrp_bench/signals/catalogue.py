@@ -1,0 +1,316 @@
+"""``SIGNALS``: the catalogue of reliability signals, filled here, where it is defined.
+
+Each entry is a small function of one sample's ``SignalInputs`` that calls the array functions of
+``structural``, ``grounding``, ``generation`` and ``consistency``, registered with what it needs and how it
+is oriented (``register_signal``). Scalar structural and grounding signals are computed on the mean of the
+normalised maps of the aggregated layers (default: the second half; ``SignalInputs.decoder_map``); the
+``*_layers`` lists give one value per layer. A new signal is one decorated function (here, or in your own
+module that imports ``register_signal``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from vrp_bench.api.metrics import exact_match
+from vrp_bench.api.registry import Registry
+from vrp_bench.signals.consistency import majority_answer, sc_agreement, sc_entropy
+from vrp_bench.signals.generation import (
+    first_token_margin,
+    geometric_mean_prob,
+    mean_entropy,
+    mean_logprob,
+    min_logprob,
+    perplexity,
+)
+from vrp_bench.signals.grounding import grounding_mass, pointing_hit
+from vrp_bench.signals.inputs import SignalInputs
+from vrp_bench.signals.spec import ComputeFn, Reference, SignalSpec
+from vrp_bench.signals.structural import (
+    cluster_count_components,
+    cluster_count_dbscan,
+    early_lock_layer,
+    entropy_deltas,
+    late_diffusion,
+    spatial_entropy,
+    spatial_entropy_peruzzo,
+)
+
+SIGNALS: Registry[SignalSpec] = Registry("signal")
+
+
+def register_signal(
+    name: str,
+    orientation: int | None,
+    needs: tuple[str, ...],
+    *,
+    per_layer: bool = False,
+    probability: bool = False,
+    reference: Reference | None = None,
+    calibrated_against: str | None = None,
+) -> Callable[[ComputeFn], ComputeFn]:
+    """Decorator: add ``compute`` to ``SIGNALS`` under ``name``; its docstring becomes the description."""
+
+    def add(compute: ComputeFn) -> ComputeFn:
+        description = inspect.getdoc(compute) or ""
+        spec = SignalSpec(name, orientation, needs, per_layer, probability, description, compute, reference,
+                          calibrated_against)
+        SIGNALS.register(name)(spec)
+        return compute
+
+    return add
+
+
+def _per_layer(signal: Callable[..., Any], stack: np.ndarray, *args: Any) -> list[Any]:
+    return [signal(layer, *args) for layer in stack]
+
+
+def _dbscan(m: np.ndarray, i: SignalInputs) -> int:
+    s = i.settings
+    return cluster_count_dbscan(m, s.dbscan_percentile, s.dbscan_eps, s.dbscan_min_samples)
+
+
+def _components(m: np.ndarray, i: SignalInputs) -> int:
+    return cluster_count_components(m, i.settings.components_top_mass)
+
+
+_DECODER = ("answer_attention_mean",)
+_VISION = ("vision_attention",)
+_BOXES = ("boxes", "image_size")
+
+# Decoder attention structure (orientation under the Attention-Confidence Assumption).
+
+
+@register_signal("h_s", -1, _DECODER)
+def _h_s(i: SignalInputs) -> float:
+    """Spatial entropy H_s (nats) of the answer->image attention, mean map of the aggregated layers."""
+    return spatial_entropy(i.decoder_map)
+
+
+@register_signal("h_s_layers", -1, _DECODER, per_layer=True)
+def _h_s_layers(i: SignalInputs) -> list[float]:
+    """H_s per decoder layer (answer tokens' mean attention)."""
+    return list(i.decoder_entropies)
+
+
+@register_signal("h_s_first_token_layers", -1, ("answer_attention_first",), per_layer=True)
+def _h_s_first_token_layers(i: SignalInputs) -> list[float]:
+    """H_s per decoder layer of the first answer token's attention."""
+    return _per_layer(spatial_entropy, i.traces.answer_attention_first)
+
+
+@register_signal("h_s_peruzzo", -1, _DECODER)
+def _h_s_peruzzo(i: SignalInputs) -> float:
+    """Peruzzo et al. 2022 spatial entropy over above-mean components, mean map of the aggregated layers."""
+    return spatial_entropy_peruzzo(i.decoder_map)
+
+
+@register_signal("h_s_peruzzo_layers", -1, _DECODER, per_layer=True)
+def _h_s_peruzzo_layers(i: SignalInputs) -> list[float]:
+    """Peruzzo spatial entropy per decoder layer."""
+    return _per_layer(spatial_entropy_peruzzo, i.traces.answer_attention_mean)
+
+
+@register_signal("c_k_dbscan", -1, _DECODER)
+def _c_k_dbscan(i: SignalInputs) -> int:
+    """Cluster count C_k (DBSCAN on top-percentile cells), mean map of the aggregated layers."""
+    return _dbscan(i.decoder_map, i)
+
+
+@register_signal("c_k_dbscan_layers", -1, _DECODER, per_layer=True)
+def _c_k_dbscan_layers(i: SignalInputs) -> list[int]:
+    """C_k (DBSCAN) per decoder layer."""
+    return _per_layer(_dbscan, i.traces.answer_attention_mean, i)
+
+
+@register_signal("c_k_components", -1, _DECODER)
+def _c_k_components(i: SignalInputs) -> int:
+    """Cluster count C_k (top-mass components - 1), mean map of the aggregated layers."""
+    return _components(i.decoder_map, i)
+
+
+@register_signal("c_k_components_layers", -1, _DECODER, per_layer=True)
+def _c_k_components_layers(i: SignalInputs) -> list[int]:
+    """C_k (top-mass components - 1) per decoder layer."""
+    return _per_layer(_components, i.traces.answer_attention_mean, i)
+
+
+@register_signal("delta_h_s_layers", None, _DECODER, per_layer=True)
+def _delta_h_s_layers(i: SignalInputs) -> list[float]:
+    """dH_s[l] = H_s[l] - H_s[l-1], l = 1..L-1 (entry i lands at layer i+1)."""
+    return entropy_deltas(i.decoder_entropies)
+
+
+@register_signal("early_lock_layer", None, _DECODER)
+def _early_lock_layer(i: SignalInputs) -> int | None:
+    """Decoder layer where the largest H_s drop lands (None with one layer)."""
+    return early_lock_layer(i.decoder_entropies)
+
+
+@register_signal("late_diffusion", -1, _DECODER)
+def _late_diffusion(i: SignalInputs) -> float | None:
+    """H_s rise across the last late_fraction of decoder layers (None with one layer)."""
+    return late_diffusion(i.decoder_entropies, i.settings.late_fraction)
+
+
+# Decoder attention against the target boxes.
+
+
+@register_signal("grounding_mass", 1, _DECODER + _BOXES, reference="boxes")
+def _grounding_mass(i: SignalInputs) -> float:
+    """Answer->image attention mass inside the target boxes, mean map of the aggregated layers."""
+    return grounding_mass(i.decoder_map, i.decoder_box_weights)
+
+
+@register_signal("grounding_mass_layers", 1, _DECODER + _BOXES, per_layer=True, reference="boxes")
+def _grounding_mass_layers(i: SignalInputs) -> list[float]:
+    """Attention mass inside the target boxes per decoder layer."""
+    return _per_layer(grounding_mass, i.traces.answer_attention_mean, i.decoder_box_weights)
+
+
+@register_signal("pointing_hit", 1, _DECODER + _BOXES, reference="boxes")
+def _pointing_hit(i: SignalInputs) -> bool:
+    """Pointing game: the attention peak (all tied peaks) lies in a target box, aggregated layers."""
+    return pointing_hit(i.decoder_map, i.decoder_box_weights)
+
+
+@register_signal("pointing_hit_layers", 1, _DECODER + _BOXES, per_layer=True, reference="boxes")
+def _pointing_hit_layers(i: SignalInputs) -> list[bool]:
+    """Pointing game per decoder layer."""
+    return _per_layer(pointing_hit, i.traces.answer_attention_mean, i.decoder_box_weights)
+
+
+# The vision encoder's own attention.
+
+
+@register_signal("vision_h_s", -1, _VISION)
+def _vision_h_s(i: SignalInputs) -> float:
+    """H_s of the vision encoder's attention, mean map of its aggregated layers."""
+    return spatial_entropy(i.vision_map)
+
+
+@register_signal("vision_h_s_layers", -1, _VISION, per_layer=True)
+def _vision_h_s_layers(i: SignalInputs) -> list[float]:
+    """H_s per vision-encoder layer."""
+    return _per_layer(spatial_entropy, i.traces.vision_attention)
+
+
+@register_signal("vision_c_k_dbscan", -1, _VISION)
+def _vision_c_k_dbscan(i: SignalInputs) -> int:
+    """C_k (DBSCAN) of the vision encoder's attention, aggregated layers."""
+    return _dbscan(i.vision_map, i)
+
+
+@register_signal("vision_c_k_components", -1, _VISION)
+def _vision_c_k_components(i: SignalInputs) -> int:
+    """C_k (top-mass components - 1) of the vision encoder's attention, aggregated layers."""
+    return _components(i.vision_map, i)
+
+
+@register_signal("vision_grounding_mass", 1, _VISION + _BOXES, reference="boxes")
+def _vision_grounding_mass(i: SignalInputs) -> float:
+    """Vision-encoder attention mass inside the target boxes, aggregated layers."""
+    return grounding_mass(i.vision_map, i.vision_box_weights)
+
+
+@register_signal("vision_grounding_mass_layers", 1, _VISION + _BOXES, per_layer=True, reference="boxes")
+def _vision_grounding_mass_layers(i: SignalInputs) -> list[float]:
+    """Vision-encoder attention mass inside the target boxes per layer."""
+    return _per_layer(grounding_mass, i.traces.vision_attention, i.vision_box_weights)
+
+
+@register_signal("vision_pointing_hit", 1, _VISION + _BOXES, reference="boxes")
+def _vision_pointing_hit(i: SignalInputs) -> bool:
+    """Pointing game on the vision encoder's attention, aggregated layers."""
+    return pointing_hit(i.vision_map, i.vision_box_weights)
+
+
+# Generation dynamics and the logit lens.
+
+
+@register_signal("p_tok", 1, ("token_logprobs",))
+def _p_tok(i: SignalInputs) -> float | None:
+    """P_tok: mean log-probability of the answer tokens."""
+    return mean_logprob(i.traces.token_logprobs)
+
+
+@register_signal("p_tok_prob", 1, ("token_logprobs",), probability=True)
+def _p_tok_prob(i: SignalInputs) -> float | None:
+    """exp(P_tok): geometric-mean token probability."""
+    return geometric_mean_prob(i.traces.token_logprobs)
+
+
+@register_signal("min_logprob", 1, ("token_logprobs",))
+def _min_logprob(i: SignalInputs) -> float | None:
+    """Lowest answer-token log-probability."""
+    return min_logprob(i.traces.token_logprobs)
+
+
+@register_signal("perplexity", -1, ("token_logprobs",))
+def _perplexity(i: SignalInputs) -> float | None:
+    """exp(-P_tok)."""
+    return perplexity(i.traces.token_logprobs)
+
+
+@register_signal("mean_entropy", -1, ("token_entropies",))
+def _mean_entropy(i: SignalInputs) -> float | None:
+    """Mean next-token entropy (nats) over the answer."""
+    return mean_entropy(i.traces.token_entropies)
+
+
+@register_signal("first_token_margin", 1, ("token_margins",))
+def _first_token_margin(i: SignalInputs) -> float | None:
+    """Top-1 minus top-2 log-probability at the first answer token."""
+    return first_token_margin(i.traces.token_margins)
+
+
+@register_signal("truth_margin_layers", 1, ("truth_margin_layers",), per_layer=True, reference="target")
+def _truth_margin_layers(i: SignalInputs) -> list[float]:
+    """Logit-lens truth margin per decoder layer: logit(correct token) - max other logit (from model code).
+
+    It reads the reference answer, so it is a mechanistic measurement (where the answer forms): a
+    diagnostic, shown by correct vs incorrect, never a reliability signal."""
+    return [float(margin) for margin in i.traces.truth_margin_layers]
+
+
+@register_signal("truth_margin", 1, ("truth_margin_layers",), reference="target")
+def _truth_margin(i: SignalInputs) -> float:
+    """Logit-lens truth margin at the last decoder layer (reads the reference answer: a diagnostic)."""
+    return float(i.traces.truth_margin_layers[-1])
+
+
+# Self-consistency over sampled answers.
+
+
+@register_signal("sc_answers", None, ("sc_answers",))
+def _sc_answers(i: SignalInputs) -> list[str]:
+    """The K sampled answers as generated."""
+    return [str(answer) for answer in i.traces.sc_answers]
+
+
+@register_signal("sc_agreement", 1, ("sc_answers",), probability=True, calibrated_against="sc_majority_correct")
+def _sc_agreement(i: SignalInputs) -> float:
+    """S_SC: share of the sampled answers equal (normalised) to the majority answer."""
+    return sc_agreement(i.traces.sc_answers)
+
+
+@register_signal("sc_entropy", -1, ("sc_answers",))
+def _sc_entropy(i: SignalInputs) -> float:
+    """Entropy (nats) of the normalised sampled-answer distribution."""
+    return sc_entropy(i.traces.sc_answers)
+
+
+@register_signal("sc_majority", None, ("sc_answers",))
+def _sc_majority(i: SignalInputs) -> str:
+    """The normalised majority answer (the SC prediction; ties: first seen)."""
+    return majority_answer(i.traces.sc_answers)
+
+
+@register_signal("sc_majority_correct", None, ("sc_answers", "target"), reference="target")
+def _sc_majority_correct(i: SignalInputs) -> bool:
+    """Whether the SC majority matches the target by normalised exact match."""
+    return exact_match(majority_answer(i.traces.sc_answers), i.target) == 1.0

@@ -346,6 +346,107 @@ def score_command(path: Path, output: Path | None, **scoring_flags: Any) -> None
         click.echo(f"wrote {output}")
 
 
+@cli.command("regress")
+@click.option("--baseline", required=True, type=click.Path(path_type=Path),
+              help="The baseline run: its results file or folder (with its --log_samples files).")
+@click.option("--current", required=True, type=click.Path(path_type=Path), help="The run to check, likewise.")
+@click.option("--tolerance", default="0.02", show_default=True,
+              help="Smallest significant drop that fails the gate: one number, or kind=number pairs "
+                   "(accuracy=0.01,auroc=0.03,robustness_auc=0.05; kinds not named keep 0.02).")
+@click.option("--bootstrap_resamples", "--bootstrap-resamples", "bootstrap_resamples", type=click.IntRange(min=100),
+              default=None, help="Paired bootstrap resamples (default: the baseline's).")
+@click.option("--seed", type=int, default=None, help="Bootstrap seed (default: the baseline's scoring seed).")
+@click.option("--output", type=click.Path(path_type=Path), default=None, help="Also write the comparison as JSON.")
+def regress_command(baseline: Path, current: Path, tolerance: str, bootstrap_resamples: int | None, seed: int | None,
+                    output: Path | None) -> None:
+    """Compare a run with a baseline run of the same docs: per task and pooled, the change in accuracy, each
+    signal's within-task AUROC and the robustness AUC, with paired bootstrap CIs. Exit 1 when a change is a
+    significant regression beyond the tolerance, 2 when the runs are not comparable, else 0."""
+    from vrp_bench.report.regression import Tolerance, compare_runs, write_comparison
+
+    comparison = compare_runs(baseline, current, Tolerance.parse(tolerance), bootstrap_resamples, seed)
+    click.echo(comparison.table())
+    for reason in comparison.not_compared:
+        click.echo(f"not compared: {reason}")
+    click.echo(comparison.summary_line())
+    if output is not None:
+        write_comparison(comparison, output)
+        click.echo(f"wrote {output}")
+    if comparison.regressions:
+        click.get_current_context().exit(1)
+
+
+@cli.group("leaderboard")
+def leaderboard_group() -> None:
+    """The leaderboard: submit runs, verify them, build the board (leaderboard/)."""
+
+
+def _default_board() -> Path:
+    return Path("leaderboard")
+
+
+@leaderboard_group.command("submit")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--root", type=click.Path(path_type=Path), default=None, help="The board's folder (default: ./leaderboard).")
+def leaderboard_submit(path: Path, root: Path | None) -> None:
+    """Check a run (a results file or its folder: schema, provenance, hashes, every number against its
+    recomputation, duplicates, comparability) and place it in <root>/submissions/<model>/; refused runs write
+    nothing and exit 2 with the reason."""
+    from vrp_bench.leaderboard.submission import submit
+
+    written = submit(path, root or _default_board())
+    click.echo(f"submitted: {len(written)} file(s) in {written[-1].parent}; rebuild the board with "
+               "`vrp-bench leaderboard build`")
+
+
+@leaderboard_group.command("verify")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--limit", type=click.IntRange(min=1), default=10, show_default=True, help="Docs per task to re-run.")
+@click.option("--atol", type=click.FloatRange(min=0), default=None, help="Absolute tolerance of a signal (default 1e-4).")
+@click.option("--rtol", type=click.FloatRange(min=0), default=None, help="Relative tolerance of a signal (default 1e-3).")
+@click.option("--device", default=None, help="Device for the model (e.g. cpu, cuda:0).")
+def leaderboard_verify(path: Path, limit: int, atol: float | None, rtol: float | None, device: str | None) -> None:
+    """Re-run the first --limit docs of every task of a run with its recorded settings: the checkpoint's
+    fingerprint, the docs, answers and correctness must match and the signals agree within tolerance (exit 1
+    otherwise)."""
+    from tabulate import tabulate
+
+    from vrp_bench.leaderboard.verification import ATOL, RTOL, verify_run
+
+    _configure_logging("WARNING")
+    result = verify_run(path, limit, ATOL if atol is None else atol, RTOL if rtol is None else rtol, device)
+    rows = [[check.task, check.compared, len(check.disagreements),
+             "; ".join(f"doc {doc} {what}: {saved!r} -> {rerun!r}" for doc, what, saved, rerun in check.disagreements[:2])]
+            for check in result.tasks]
+    click.echo(tabulate(rows, headers=["Task", "Docs", "Disagreements", "First"], tablefmt="github"))
+    fingerprint = {None: "not recorded", True: "matches", False: "DIFFERS"}[result.fingerprint_matches]
+    click.echo(f"model fingerprint: {fingerprint}")
+    if not result.passed:
+        raise VRPError("verification failed: the re-run does not reproduce the submitted run")
+    click.echo("verified: the re-run reproduces the submitted run")
+
+
+@leaderboard_group.command("build")
+@click.option("--root", type=click.Path(path_type=Path), default=None, help="The board's folder (default: ./leaderboard).")
+@click.option("--resamples", type=click.IntRange(min=100), default=None,
+              help="Joint bootstrap replicates of the rank intervals (default 1000).")
+def leaderboard_build(root: Path | None, resamples: int | None) -> None:
+    """Rank the runs in <root>/submissions/ and write <root>/LEADERBOARD.md and the static site <root>/site/
+    (index.html with sortable columns, a page per model); see README, "Leaderboard"."""
+    from vrp_bench.leaderboard.build import build_leaderboard
+    from vrp_bench.leaderboard.ranking import RANK_RESAMPLES
+
+    root = root or _default_board()
+    board, written = build_leaderboard(root, RANK_RESAMPLES if resamples is None else resamples)
+    if not (board.entries or board.not_comparable or board.not_on_board):
+        click.echo(f"no submissions in {root / 'submissions'}: wrote an empty board (submit a run with "
+                   "`vrp-bench leaderboard submit RUN_DIR`)")
+    else:
+        click.echo(f"ranked {len(board.entries)} run(s); {len(board.not_comparable)} not comparable with the board, "
+                   f"{len(board.not_on_board)} not on it (reasons in {written[0].name})")
+    click.echo(f"wrote {written[0]} and {len(written) - 1} file(s) in {root / 'site'}")
+
+
 @cli.group("zoo")
 def zoo_group() -> None:
     """The tiny zoo: small trained checkpoints of each family's real architecture."""
@@ -459,7 +560,9 @@ def _configure_logging(verbosity: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``vrp-bench`` console script; returns the exit code."""
     try:
-        cli.main(args=argv, prog_name="vrp-bench", standalone_mode=False)
+        # a command that ends with ctx.exit(code) (a verdict such as `regress` finding a regression, not an error)
+        # makes click return that code here instead of raising
+        code = cli.main(args=argv, prog_name="vrp-bench", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.exceptions.NoArgsIsHelpError as exc:
@@ -482,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"vrp-bench: internal error: {type(exc).__name__}: {first_line} "
                    "(rerun with --verbosity DEBUG for the traceback)", err=True)
         return 1
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def console_main() -> None:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from vrp_bench.api.errors import RunError, UsageError
-from vrp_bench.api.instance import Request, Response
+from vrp_bench.api.instance import Request, Response, doc_hash
 from vrp_bench.api.model import MODELS, VLM
 from vrp_bench.api.task import DocError, Task
 from vrp_bench.api.task_index import TaskIndex
@@ -60,6 +60,8 @@ class SampleRecord:
     signal_errors: dict[str, str] = field(default_factory=dict)
     """Signals that failed on this sample (their value is None): name -> reason."""
     doc: dict[str, Any] = field(default_factory=dict)
+    doc_hash: str | None = None
+    """``api.instance.doc_hash`` of the doc (None when it could not be rendered)."""
     error: str | None = None
     hidden_states: dict[HiddenPosition, np.ndarray] = field(default_factory=dict)
     """Per captured position, [n_layers, hidden] float16 (kept for probes, never in the JSONL)."""
@@ -76,6 +78,7 @@ class SampleRecord:
             **self.metrics,
             "question_type": self.doc.get("question_type"),
             "doc": self.doc,
+            "doc_hash": self.doc_hash,
             "error": self.error,
         }
         if self.signals:
@@ -224,6 +227,7 @@ def run_task(task: Task, model: VLM, config: RunConfig, n: int, progress: Progre
                 continue
             record.doc = task.doc_fields(doc)
             record.target = request.target
+            record.doc_hash = doc_hash(record.doc, request.target, request.images)
             requests.append(request)
             pending.append((record, doc, request))
         responses = model.generate(requests) if requests else []

@@ -11,6 +11,8 @@ for probes and only written to disk on request.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +58,17 @@ class Request:
     seed: int
     messages: list[dict[str, Any]] | None = None
     target: str | list[str] | None = None
+
+
+def doc_hash(doc_fields: dict[str, Any], target: Any, images: list[Image.Image]) -> str:
+    """"sha256:<hex>" of what a doc is, independent of the model and the run: its JSON-ready fields, its
+    reference answer and its images' pixels (mode, size, bytes). Two runs answered the same doc when the hashes
+    match (prompts are left out: they differ by model, through ``lmms_eval_specific_kwargs``)."""
+    digest = hashlib.sha256(json.dumps({"doc": doc_fields, "target": target}, sort_keys=True, default=str).encode())
+    for image in images:
+        digest.update(f"|{image.mode}|{image.size}|".encode())
+        digest.update(image.tobytes())
+    return f"sha256:{digest.hexdigest()}"
 
 
 @dataclass

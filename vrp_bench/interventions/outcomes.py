@@ -175,7 +175,7 @@ def _paired_accuracy(outcome: Mapping[str, Any], baseline: float) -> float | Non
     return None if change is None else baseline + change
 
 
-def _curves(outcomes: Sequence[dict[str, Any]], baseline: float, chance: float) -> list[dict[str, Any]]:
+def robustness_curves(outcomes: Sequence[dict[str, Any]], baseline: float, chance: float) -> list[dict[str, Any]]:
     """Per (layer, space, method, selection): paired accuracy over p (``_paired_accuracy``; mean over
     random seeds, with their spread), robustness AUC (also per seed) and breaking point. Each starts at the
     layer's p = 0 condition (acc(0) itself when it reproduced the baseline, as it must)."""
@@ -243,7 +243,7 @@ def ablation_section(
             by_condition[r["condition"]].append({**r, "key": sample_key(task, r["doc_id"])})
     outcomes = [condition_outcome(c, by_condition.get(c["id"], []), baseline_correct, signals, scoring)
                 for c in context["conditions"]]
-    curves = _curves(outcomes, baseline, chance)
+    curves = robustness_curves(outcomes, baseline, chance)
     profile = [{"layer": c["layer"], "robustness_auc": c["robustness_auc"],
                 "sensitivity": None if c["robustness_auc"] is None else 1.0 - c["robustness_auc"],
                 "accuracy_at_max_fraction": c["accuracy"][-1]}

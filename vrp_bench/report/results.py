@@ -20,11 +20,13 @@ from vrp_bench.api.yaml_dialect import FunctionRef
 from vrp_bench.api.traces import HIDDEN_POSITIONS
 from vrp_bench.evaluator import RunResult, TaskResult, TaskScores, group_scores
 from vrp_bench.report.run_files import RunFiles
+from vrp_bench.report.comparability import doc_set_hash
 from vrp_bench.report.schema import SCHEMA_ID
 from vrp_bench.report.writer import jsonl_text
 from vrp_bench.scoring.probes import ProbeFits, encode_probes
 from vrp_bench.scoring.records import sample_key
 from vrp_bench.scoring.settings import ScoringSettings
+from vrp_bench.signals.inputs import SignalSettings
 
 PACKAGES = ("torch", "transformers", "datasets", "numpy", "scipy", "scikit-learn", "pillow")
 FILTER = "none"  # lmms-eval's "metric,filter" key suffix; VRP-Bench applies no answer filters yet
@@ -108,6 +110,8 @@ def build_report(
             for name, result in run.results.items()
         },
         "configs": {name: _plain(r.task.config.__dict__) for name, r in run.results.items()},
+        "doc_sets": {name: doc_set_hash((r.doc_id, r.doc_hash) for r in result.records)
+                     for name, result in run.results.items()},
         "versions": {name: r.task.config.version for name, r in run.results.items()},
         "n-samples": {name: {"original": r.n_docs, "effective": len(r.records)} for name, r in run.results.items()},
         "higher_is_better": {
@@ -124,6 +128,7 @@ def build_report(
             "seed": config.seed,
             "gen_kwargs": config.gen_kwargs,
             "scoring": scoring.to_json(),
+            "signals": dataclasses.asdict(SignalSettings()),
             "command_line": command_line,
         },
         "model": {"name": config.model, **run.model.describe()},

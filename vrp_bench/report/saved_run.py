@@ -17,6 +17,7 @@ from vrp_bench.api.files import content_hash
 from vrp_bench.api.metrics import aggregate
 from vrp_bench.evaluator import group_scores, is_correct
 from vrp_bench.interventions import ablation_context, ablation_section
+from vrp_bench.report.comparability import doc_sets_of
 from vrp_bench.report.results import FUNCTION_TAG, read_traces, result_keys, results_entry
 from vrp_bench.report.run_files import RunFiles
 from vrp_bench.report.schema import SCHEMA_ID, schema_problems
@@ -26,14 +27,29 @@ from vrp_bench.scoring.settings import ScoringSettings
 EDITED = " (records edited after the run?)"
 
 
-def read_report(path: Path) -> dict[str, Any]:
-    """A report file that parses and validates against the schema; otherwise a one-line UsageError."""
+def strict_json(text: str, where: Path, line: int = 1) -> Any:
+    """``json.loads`` that refuses NaN and Infinity (a run writes a number that is not finite as null; one in a
+    file was put there by hand): a one-line UsageError naming ``where`` otherwise."""
+
+    def refuse(constant: str) -> Any:
+        raise UsageError(f"{where}:{line}: {constant} is not a number a run writes (null means not defined)")
+
     try:
-        report = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(text, parse_constant=refuse)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{where}:{line + exc.lineno - 1}: not JSON: {exc.msg}") from None
+
+
+def read_report(path: Path) -> dict[str, Any]:
+    """A report file that parses (strictly: ``strict_json``) and validates against the schema; otherwise a
+    one-line UsageError."""
+    try:
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path}:{exc.lineno}: not JSON: {exc.msg}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not UTF-8 text (is it a report?)") from None
+    report = strict_json(text, path)
     problems = schema_problems(report)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
@@ -91,10 +107,7 @@ def load_run(path: Path) -> SavedRun:
 def _read_jsonl(path: Path, contents: dict[Path, bytes]) -> list[dict[str, Any]]:
     """The records of a JSONL file; its bytes are added to ``contents``."""
     contents[path] = path.read_bytes()
-    try:
-        return [json.loads(line) for line in contents[path].decode("utf-8").splitlines()]
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path}:{exc.lineno}: not JSON: {exc.msg}") from None
+    return [strict_json(line, path, number) for number, line in enumerate(contents[path].decode("utf-8").splitlines(), 1)]
 
 
 def metric_specs(run: SavedRun, task: str) -> list[dict[str, Any]]:
@@ -112,7 +125,13 @@ def metric_specs(run: SavedRun, task: str) -> list[dict[str, Any]]:
 def check_records(run: SavedRun) -> None:
     """Refuse (one-line UsageError naming the file and doc) a per-sample record that contradicts its metrics: a
     scored one (error null) without a number for each metric of ``metric_list`` or whose ``correct`` is not
-    ``evaluator.is_correct`` of its primary (first) metric, a failed one whose ``correct`` is not null."""
+    ``evaluator.is_correct`` of its primary (first) metric, a failed one whose ``correct`` is not null; and
+    records whose docs (ids, content hashes) are not the doc set the report recorded."""
+    recorded = run.report.get("doc_sets") or {}
+    for task, digest in doc_sets_of(run.samples).items():
+        if task in recorded and recorded[task] != digest:
+            raise UsageError(f"{run.files.samples(task).name}: its docs are not the doc set {run.results_path.name} "
+                             f"recorded for {task}{EDITED}")
     for task, records in run.samples.items():
         metrics = [spec["metric"] for spec in metric_specs(run, task)]
         name = run.files.samples(task).name

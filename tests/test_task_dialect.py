@@ -316,6 +316,25 @@ def test_unsupported_output_type_is_named(cli, tmp_path: Path) -> None:
     assert "output_type 'multiple_choice' is not supported yet" in err
 
 
+def test_list_form_metadata_is_merged_as_lmms_eval_writes_it(tmp_path: Path) -> None:
+    base = "output_type: generate_until\ndataset_path: json\ntest_split: test\ndoc_to_text: q\ndoc_to_target: a\n"
+    write(tmp_path / "listed.yaml", "task: listed\n" + base + "metadata:\n  - version: 1.5\n  - note: two\n")
+    write(tmp_path / "scalar.yaml", "task: scalar\n" + base + "metadata: 3\n")
+    index = TaskIndex([tmp_path])
+    config = index.build("listed").config
+    assert config.version == 1.5 and config.metadata == {"version": 1.5, "note": "two"}
+    with pytest.raises(UsageError, match="scalar.yaml.*metadata must be a mapping or a list of mappings"):
+        index.build("scalar")
+
+
+def test_an_unknown_metric_lists_the_known_ones_instead_of_a_command_that_does_not_exist(cli, tmp_path) -> None:
+    write(tmp_path / "typo.yaml", "task: typo\noutput_type: generate_until\ndataset_path: json\ntest_split: test\n"
+          "doc_to_text: q\ndoc_to_target: a\nmetric_list:\n  - metric: exact_mach\n")
+    code, _, err = cli("--model", "constant", "--tasks", "typo", "--include_path", tmp_path)
+    assert code == 2 and "unknown metric 'exact_mach'" in err and "exact_match" in err and "known:" in err
+    assert "vrp-bench metrics" not in err
+
+
 def test_function_falls_back_to_an_importable_module(tmp_path: Path) -> None:
     from vrp_bench.api.yaml_dialect import FunctionRef
 

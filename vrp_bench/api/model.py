@@ -16,7 +16,7 @@ from vrp_bench.api.errors import UsageError
 from vrp_bench.api.instance import Request, Response
 from vrp_bench.api.registry import Registry, suggest
 
-MODELS: Registry[type["VLM"]] = Registry("model")
+MODELS: Registry[type["VLM"]] = Registry("model", listing="vrp-bench models")
 
 
 def register_model(name: str):

@@ -23,10 +23,12 @@ def suggest(name: str, choices: list[str], n: int = 3) -> str:
 
 
 class Registry(Generic[T]):
-    """A named collection of objects of one kind (``kind`` is used in error messages)."""
+    """A named collection of objects of one kind (``kind`` is used in error messages; ``listing`` is the command
+    that lists the entries, when there is one: otherwise an unknown name's error lists them itself)."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, listing: str | None = None) -> None:
         self.kind = kind
+        self.listing = listing
         self._entries: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -55,9 +57,8 @@ class Registry(Generic[T]):
             return self._entries[name]
         except KeyError:
             hint = suggest(name, list(self._entries))
-            raise UsageError(
-                f"unknown {self.kind} {name!r}{hint}; run `vrp-bench {self.kind}s` to list them"
-            ) from None
+            where = f"run `{self.listing}` to list them" if self.listing else f"known: {', '.join(self) or 'none'}"
+            raise UsageError(f"unknown {self.kind} {name!r}{hint}; {where}") from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

@@ -134,7 +134,7 @@ class TaskConfig:
             process_results=raw.get("process_results"),
             metric_list=_metric_specs(raw.get("metric_list"), where),
             lmms_eval_specific_kwargs=raw.get("lmms_eval_specific_kwargs"),
-            metadata=dict(raw.get("metadata") or {}),
+            metadata=_metadata(raw.get("metadata"), where),
             ignored_keys=sorted(k for k in unknown if k not in ("num_fewshot",)),
         )
         config.generation_settings({})  # validate generation_kwargs now, not on the first doc
@@ -377,6 +377,20 @@ class Task:
     def doc_fields(self, doc: dict[str, Any]) -> dict[str, Any]:
         """The doc's JSON-ready, non-image fields (for per-sample logs)."""
         return {k: v for k, v in doc.items() if k not in self._image_columns and _json_ready(v)}
+
+
+def _metadata(value: Any, where: str) -> dict[str, Any]:
+    """A task's ``metadata``: a mapping, or (as many lmms-eval tasks write it) a list of mappings merged in order."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, list) and all(isinstance(item, dict) for item in value):
+        merged: dict[str, Any] = {}
+        for item in value:
+            merged.update(item)
+        return merged
+    raise UsageError(f"{where}: metadata must be a mapping or a list of mappings, got {type(value).__name__}")
 
 
 def _anchor_paths(value: Any, base: Path) -> Any:

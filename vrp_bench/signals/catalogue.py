@@ -40,7 +40,7 @@ from vrp_bench.signals.structural import (
     spatial_entropy_peruzzo,
 )
 
-SIGNALS: Registry[SignalSpec] = Registry("signal")
+SIGNALS: Registry[SignalSpec] = Registry("signal", listing="vrp-bench signals")
 
 
 def register_signal(

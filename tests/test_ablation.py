@@ -276,3 +276,10 @@ def test_a_condition_where_every_doc_failed_has_no_accuracy_not_zero() -> None:
     assert curve["accuracy"][1] is None and curve["robustness_auc"] is None
     assert curve["robustness_auc_seeds"][0] is not None and curve["robustness_auc_seeds"][1] is None
     assert [p for p in schema_problems({"ablation": section}) if p.startswith("$.ablation")] == []
+
+
+def test_the_probe_layer_is_the_most_chosen_the_lowest_on_ties() -> None:
+    from vrp_bench.interventions.conditions import most_chosen_layer
+
+    assert most_chosen_layer([2, 1, 2, 1]) == 1 and most_chosen_layer([3, 3, 1]) == 3
+    assert most_chosen_layer([]) is None

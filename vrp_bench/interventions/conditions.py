@@ -12,6 +12,8 @@ top / bottom / a random q of the decoder's attention in the unablated pass.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -93,6 +95,13 @@ class Condition:
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, **asdict(self)}
+
+
+def most_chosen_layer(chosen: Sequence[int]) -> int | None:
+    """The layer chosen most often (the nested probe's choice per outer fold), the lowest on ties: what
+    ``--layer probe`` ablates; None when nothing was chosen."""
+    counts = Counter(chosen)
+    return min(counts, key=lambda layer: (-counts[layer], layer)) if counts else None
 
 
 def resolve_layers(layer: LayerSpec, n_layers: int, probe_layer: int | None) -> list[int]:

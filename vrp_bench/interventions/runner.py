@@ -10,7 +10,6 @@ by K); every other signal is recomputed. Each condition's outcome per doc become
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +34,7 @@ from vrp_bench.interventions.conditions import (
     AblationSettings,
     Condition,
     build_conditions,
+    most_chosen_layer,
     resolve_layers,
 )
 from vrp_bench.scoring.crossval import fit_probe
@@ -90,8 +90,7 @@ def probe_layer(sections: dict[str, Any]) -> tuple[int | None, list[int] | None]
     chosen = nested.get("chosen_layers")
     if not chosen:
         return None, None
-    counts = Counter(chosen)
-    return min(counts, key=lambda layer: (-counts[layer], layer)), list(chosen)
+    return most_chosen_layer(chosen), list(chosen)
 
 
 def tracked_signals(sections: dict[str, Any], k: int) -> list[str]:

@@ -61,6 +61,7 @@ from typing import Any
 import numpy as np
 
 from vrp_bench.api.traces import LAST_PROMPT
+from vrp_bench.interventions.conditions import most_chosen_layer
 from vrp_bench.interventions.outcomes import robustness_auc
 from vrp_bench.leaderboard.submissions import Submission
 from vrp_bench.report.comparability import differences
@@ -224,8 +225,7 @@ def signal_entry(summary: dict[str, Any], name: str) -> dict[str, Any] | None:
 
 def most_predictive_layer(report: dict[str, Any]) -> int | None:
     """The layer the nested probe chose in most outer folds, the lowest on ties (the ablation's ``--layer probe``)."""
-    chosen = (report.get("ablation") or {}).get("probe_chosen_layers") or []
-    return min(set(chosen), key=lambda layer: (-chosen.count(layer), layer)) if chosen else None
+    return most_chosen_layer((report.get("ablation") or {}).get("probe_chosen_layers") or [])
 
 
 def robustness_curve(report: dict[str, Any]) -> dict[str, Any] | None:

@@ -12,6 +12,17 @@ import vrp_bench
 PACKAGE = Path(vrp_bench.__file__).parent
 
 
+def imported_names(path: Path) -> list[str]:
+    """Every absolute module name a Python file imports (anywhere in it, lazily too)."""
+    names: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+        elif isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+    return names
+
+
 def station(module: str) -> str:
     """The architecture's unit of a module: ``vrp_bench.api.<module>`` each, else the top-level package."""
     parts = module.split(".")
@@ -26,14 +37,7 @@ def import_graph() -> dict[str, set[str]]:
         if {"tasks", "checkpoints"} & set(relative.parts):
             continue
         source = station(".".join(relative.parts).removesuffix(".__init__"))
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            elif isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            else:
-                continue
-            graph[source] |= {station(n) for n in names if n.startswith("vrp_bench.")} - {source}
+        graph[source] |= {station(n) for n in imported_names(path) if n.startswith("vrp_bench.")} - {source}
     return graph
 
 
@@ -64,3 +68,19 @@ def test_boundaries():
     for name, imported in graph.items():
         if name not in ("vrp_bench.cli", "vrp_bench.__main__"):
             assert "vrp_bench.cli" not in imported, name
+
+
+def test_only_the_integrations_import_lmms_eval():
+    """VRP-Bench's core never imports lmms-eval (an optional extra): only ``vrp_bench.integrations`` (VRP's models
+    as lmms-eval models) does, and nothing else in the package imports the integrations."""
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        relative = path.relative_to(PACKAGE.parent).with_suffix("")
+        if "checkpoints" in relative.parts:
+            continue
+        module = ".".join(relative.parts).removesuffix(".__init__")
+        if station(module) == "vrp_bench.integrations":
+            continue
+        offenders += [f"{module} imports {n}" for n in imported_names(path)
+                      if n.split(".")[0] == "lmms_eval" or station(n) == "vrp_bench.integrations"]
+    assert not offenders, offenders

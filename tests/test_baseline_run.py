@@ -34,15 +34,15 @@ def test_constant_yes_accuracy_equals_share_of_yes_targets(cli, tmp_path: Path) 
     for task in SHAPES_TASKS:
         name = f"vrp_shapes_{task}"
         assert report["results"][name]["exact_match,none"] == yes_share(task, 20)
-        assert report["n-samples"][name] == {"original": 300, "effective": 20}
+        assert report["n-samples"][name] == {"original": 300, "effective": 20, "scored": 20, "errors": 0}
         samples = list(folder.glob(f"*_samples_{name}.jsonl"))
         assert len(samples) == 1
         lines = [json.loads(line) for line in samples[0].read_text().splitlines()]
         assert [s["doc_id"] for s in lines] == list(range(20))
         assert all(s["prediction"] == "yes" and s["correct"] == (s["target"] == "yes") for s in lines)
     group = report["groups"]["vrp_shapes"]
-    assert group["n"] == 120
-    assert abs(group["exact_match"] - sum(yes_share(t, 20) for t in SHAPES_TASKS) / 6) < 1e-12
+    assert sum(report["n-samples"][f"vrp_shapes_{t}"]["scored"] for t in SHAPES_TASKS) == 120
+    assert abs(group["exact_match,none"] - sum(yes_share(t, 20) for t in SHAPES_TASKS) / 6) < 1e-12
     assert report["config"]["model_args"] == {"answer": "yes"} and report["config"]["seed"] == 0
     assert report["environment"]["versions"]["vrp-bench"]
     assert "vrp_shapes_spatial" in stdout and "| vrp_shapes " in stdout

@@ -62,12 +62,17 @@ def test_unknown_model_suggests_close_names(cli, tmp_path: Path) -> None:
     assert not out.exists()
 
 
-def test_malformed_yaml_names_file_and_line(cli, tmp_path: Path, bad_tasks) -> None:
+def test_malformed_yaml_names_file_and_line(cli, tmp_path: Path, bad_tasks, caplog) -> None:
     out = tmp_path / "out"
-    line = assert_usage_error(run(cli, out, "--model", "constant", "--tasks", "vrp_shapes", "--include_path",
-                                  bad_tasks["malformed"]), "malformed YAML")
-    assert f"{bad_tasks['malformed'] / 'task.yaml'}:6:" in line
+    line = assert_usage_error(run(cli, out, "--model", "constant", "--tasks", "broken", "--include_path",
+                                  bad_tasks["malformed"]), "unknown task 'broken'")
+    assert "malformed YAML" in line and f"{bad_tasks['malformed'] / 'task.yaml'}:6:" in line
     assert not out.exists()
+    # as in lmms-eval, one bad file does not stop the others from running; it is named in a warning
+    code, _, err = cli("run", "--model", "constant", "--tasks", "vrp_shapes_color", "--limit", "2", "--include_path",
+                       bad_tasks["malformed"])
+    assert code == 0, err
+    assert f"{bad_tasks['malformed'] / 'task.yaml'}:6: malformed YAML" in caplog.text
 
 
 def test_task_without_doc_to_text(cli, tmp_path: Path, bad_tasks) -> None:

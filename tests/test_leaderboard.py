@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import vrp_bench
-from tests.test_report_scoring import PlantedModel
+from test_report_scoring import PlantedModel
 from vrp_bench.api.files import content_hash
 from vrp_bench.api.instance import Request, Response
 from vrp_bench.api.model import MODELS

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_leaderboard import (
+from test_leaderboard import (
     SelfConsistentModel,
     WeakModel,
     add_ablation,

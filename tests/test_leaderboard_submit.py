@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import vrp_bench
-from tests.test_report_scoring import PlantedModel
+from test_report_scoring import PlantedModel
 from vrp_bench.api.errors import UsageError
 from vrp_bench.leaderboard.submission import check_model_name, submit
 from vrp_bench.scoring.settings import ScoringSettings

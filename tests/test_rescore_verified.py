@@ -104,7 +104,7 @@ def test_an_edited_correct_is_refused_naming_the_file_and_doc(constant_run: Path
 
 
 @pytest.mark.parametrize(("edit", "message"), [
-    (lambda record: record.pop("exact_match"), "doc 3: scored record has no number for exact_match"),
+    (lambda record: record.pop("exact_match"), "doc 3: scored record has none of the metrics exact_match"),
     (lambda record: record.update(error="out of memory"),
      "doc 3: correct=false on a failed record (error set) must be null"),
 ])
@@ -156,7 +156,7 @@ def test_custom_aggregations_are_kept_and_failed_docs_counted(cli, recording_mod
     assert ("kept as saved (custom aggregations are task code, not run again): "
             "my_fn length (!function utils.largest)") in out
     rescored = json.loads((tmp_path / "rescored.json").read_text())
-    assert rescored["results"] == report["results"] and rescored["results"]["my_fn"]["n_errors"] == 1
+    assert rescored["results"] == report["results"] and rescored["n-samples"]["my_fn"]["errors"] == 1
     edit_records(samples_file(run, "my_fn"), lambda records: records[2].update(correct=False))
     code, _, err = cli("score", run)
     assert code == 2 and "doc 2: correct=false on a failed record" in err

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -194,8 +196,8 @@ def test_function_task_prompts_kwargs_scores_and_failed_image(cli, recording_mod
     )
     assert code == 0, err
     prompts = [r.prompt for r in recording_model.seen]
-    # process_docs dropped the skipped doc; the per-model key overrides default's post_prompt only
-    assert prompts == ["Q: what color is the square Answer:", "Q: what color is the circle Answer:"]
+    # process_docs dropped the skipped doc; the per-model entry replaces `default` (lmms-eval's rule: no pre_prompt)
+    assert prompts == ["what color is the square Answer:", "what color is the circle Answer:"]
     assert recording_model.seen[0].generation.max_new_tokens == 7
     assert recording_model.seen[0].generation.until == ("\n\n",)
     assert recording_model.seen[0].images[0].getpixel((0, 0)) == (255, 0, 0)
@@ -203,7 +205,7 @@ def test_function_task_prompts_kwargs_scores_and_failed_image(cli, recording_mod
     result = report["results"]["my_fn"]
     assert result["hit,none"] == 0.5  # red right, blue wrong; the corrupt doc is not scored
     assert result["length,none"] == 3.0  # custom !function aggregation
-    assert result["n"] == 2 and result["n_errors"] == 1
+    assert report["n-samples"]["my_fn"]["scored"] == 2 and report["n-samples"]["my_fn"]["errors"] == 1
     assert report["versions"]["my_fn"] == 2.5
     assert report["errors"]["my_fn"][0]["doc_id"] == 2
     assert "decode" in report["errors"]["my_fn"][0]["reason"] or "identify" in report["errors"]["my_fn"][0]["reason"]
@@ -274,7 +276,7 @@ def test_parquet_with_embedded_images_and_load_from_disk(cli, recording_model, t
     code, out, err = cli("--model", "recording", "--model_args", "oracle=true", "--tasks", "pq,disk", "--include_path", folder)
     assert code == 0, err
     assert [r.images[0].getpixel((0, 0)) for r in recording_model.seen] == [(0, 255, 0), (9, 9, 9)] * 2
-    assert out.count("1.0000") == 2
+    assert out.split("\n\n")[0].count("1.0000") == 2  # both tasks right (the results table)
 
 
 def test_dataset_name_and_kwargs_reach_load_dataset(monkeypatch, tmp_path: Path) -> None:
@@ -301,7 +303,7 @@ def test_all_skips_unloadable_tasks_but_a_named_one_is_an_error(cli, tmp_path: P
     code, out, err = cli("--model", "constant", "--tasks", "all", "--include_path", tmp_path, "--limit", "2",
                          "--output_path", tmp_path / "out")
     assert code == 0, err
-    assert "skipped zz_hub_task: task 'zz_hub_task': cannot load dataset 'org/not-cached'" in out
+    assert "skipped zz_hub_task: data not on this machine: no (hub dataset); name the task to fetch it" in out
     report = json.loads(next((tmp_path / "out" / "constant").glob("*_results.json")).read_text())
     assert "zz_hub_task" in report["skipped"] and "vrp_shapes_color" in report["results"]
     code, _, err = cli("--model", "constant", "--tasks", "zz_hub_task", "--include_path", tmp_path)
@@ -309,11 +311,11 @@ def test_all_skips_unloadable_tasks_but_a_named_one_is_an_error(cli, tmp_path: P
 
 
 def test_unsupported_output_type_is_named(cli, tmp_path: Path) -> None:
-    write(tmp_path / "mc.yaml", "task: mc\noutput_type: multiple_choice\ndataset_path: json\ntest_split: test\n"
+    write(tmp_path / "mc.yaml", "task: mc\noutput_type: loglikelihood_rolling\ndataset_path: json\ntest_split: test\n"
           "doc_to_text: q\ndoc_to_target: a\n")
     code, _, err = cli("--model", "constant", "--tasks", "mc", "--include_path", tmp_path)
     assert code == 2
-    assert "output_type 'multiple_choice' is not supported yet" in err
+    assert "output_type 'loglikelihood_rolling' is not supported" in err
 
 
 def test_list_form_metadata_is_merged_as_lmms_eval_writes_it(tmp_path: Path) -> None:
@@ -331,7 +333,7 @@ def test_an_unknown_metric_lists_the_known_ones_instead_of_a_command_that_does_n
     write(tmp_path / "typo.yaml", "task: typo\noutput_type: generate_until\ndataset_path: json\ntest_split: test\n"
           "doc_to_text: q\ndoc_to_target: a\nmetric_list:\n  - metric: exact_mach\n")
     code, _, err = cli("--model", "constant", "--tasks", "typo", "--include_path", tmp_path)
-    assert code == 2 and "unknown metric 'exact_mach'" in err and "exact_match" in err and "known:" in err
+    assert code == 2 and "unknown metric 'exact_mach'" in err and "exact_match" in err and "known generate_until metrics:" in err
     assert "vrp-bench metrics" not in err
 
 
@@ -358,17 +360,20 @@ def test_include_lists_cycles_and_missing_files(tmp_path: Path) -> None:
 
 
 def test_pyyaml_global_loaders_are_untouched(lmms_folder: Path) -> None:
-    import yaml
+    # in a fresh process: lmms-eval, once imported by another test, registers !function on PyYAML's loaders itself
+    check = (f"import yaml\nfrom pathlib import Path\nfrom vrp_bench.api.yaml_dialect import load_task_yaml\n"
+             f"load_task_yaml(Path({str(lmms_folder / 'my_fn.yaml')!r}))\n"
+             "assert not any('!function' in l.yaml_constructors for l in (yaml.SafeLoader, yaml.FullLoader, yaml.Loader))\n"
+             "try:\n    yaml.safe_load('f: !function utils.x')\nexcept yaml.constructor.ConstructorError:\n    pass\n"
+             "else:\n    raise AssertionError('safe_load accepted !function')\n")
+    completed = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr
 
-    load_task_yaml(lmms_folder / "my_fn.yaml")
-    for loader in (yaml.SafeLoader, yaml.FullLoader, yaml.Loader):
-        assert "!function" not in loader.yaml_constructors
-    with pytest.raises(yaml.constructor.ConstructorError):
-        yaml.safe_load("f: !function utils.x")
 
-
-def test_duplicate_task_names_are_an_error(tmp_path: Path) -> None:
+def test_a_name_defined_twice_keeps_its_first_definition_with_a_warning_naming_both(tmp_path: Path, caplog) -> None:
     body = "task: vrp_shapes_color\ndataset_path: json\ntest_split: test\ndoc_to_text: q\ndoc_to_target: a\n"
     write(tmp_path / "clash.yaml", body)
-    with pytest.raises(UsageError, match="'vrp_shapes_color' is defined twice"):
-        TaskIndex([tmp_path])
+    index = TaskIndex([tmp_path])
+    assert index.tasks["vrp_shapes_color"].yaml_path.parent.name == "vrp_shapes"  # the shipped one came first
+    assert "'vrp_shapes_color' is defined twice" in caplog.text and "clash.yaml" in caplog.text
+    assert index.problem_counts() == {"name defined twice": 1}

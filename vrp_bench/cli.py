@@ -108,6 +108,11 @@ _RUN_OPTIONS = [
     click.option("--tasks", required=True, help="Task/group names, comma lists, wildcards, `all`, or `list`."),
     click.option("--include_path", "--include-path", "include_paths", multiple=True, type=click.Path(path_type=Path),
                  help="Extra folder of task YAMLs (repeatable)."),
+    click.option("--dataset_path_override", "--dataset-path-override", "dataset_path_overrides", multiple=True,
+                 metavar="DATASET_PATH=LOCAL_PATH",
+                 help="Read a task's dataset from a local folder or file instead of its YAML's dataset_path, without "
+                      "editing the YAML (repeatable; also the VRP_DATASET_PATH_OVERRIDE environment variable, "
+                      "comma-separated)."),
     click.option("--limit", type=LimitType(), default=None, help="First N docs per task, or a fraction."),
     click.option("--batch_size", "--batch-size", "batch_size", type=click.IntRange(min=1), default=1,
                  show_default=True),
@@ -215,7 +220,7 @@ def _run(options: dict[str, Any], ablation_settings: AblationSettings | None) ->
     from tqdm import tqdm
 
     from vrp_bench.report.console import summary_table
-    from vrp_bench.run import evaluate, parse_key_values
+    from vrp_bench.run import evaluate, parse_dataset_paths, parse_key_values
     from vrp_bench.scoring.settings import ScoringSettings
 
     _configure_logging(options["verbosity"])
@@ -239,6 +244,7 @@ def _run(options: dict[str, Any], ablation_settings: AblationSettings | None) ->
         options["tasks"],
         model_args=model_args,
         include_paths=options["include_paths"],
+        dataset_paths=parse_dataset_paths(options["dataset_path_overrides"], "--dataset_path_override"),
         limit=options["limit"],
         batch_size=options["batch_size"],
         device=options["device"],
@@ -268,20 +274,48 @@ def _tasks_table(index: Any) -> str:
     for name, entry in sorted(index.tasks.items()):
         folder = entry.yaml_path.parent
         source = f"tasks/{folder.relative_to(builtin)}" if folder.is_relative_to(builtin) else str(folder)
-        rows.append([name, "task", ", ".join(index.groups_of(name)), source, entry.data_offline])
+        rows.append([name, "task", ", ".join(index.groups_of(name)), source, index.data_offline(name)])
     for name, members in sorted(index.groups.items()):
         kind = "group" if name in index.group_sources else "tag"
         rows.append([name, kind, f"{len(index.expand(name))} tasks", "", ""])
     return tabulate(rows, headers=["Name", "Kind", "Groups", "Source", "Data offline"], tablefmt="github")
 
 
+def _index_summary(index: Any, failures: dict[str, Any] | None) -> str:
+    """Counts of what was indexed (and, after ``--check``, built), and the causes of what was not."""
+    from collections import Counter
+
+    from tabulate import tabulate
+
+    n_groups = len(index.group_sources)
+    lines = [f"{index.n_files} YAML files: {len(index.tasks)} tasks, {n_groups} groups, "
+             f"{len(index.groups) - n_groups} tags; {len(index.problems)} definitions not indexed"]
+    causes = Counter(index.problem_counts())
+    if failures is not None:
+        lines.append(f"built {len(index.tasks) - len(failures)} of {len(index.tasks)} tasks (task code imported, "
+                     f"data not loaded); {len(failures)} cannot be built")
+        causes.update(exc.cause or "other" for exc in failures.values())
+    if causes:
+        lines.append(tabulate(causes.most_common(), headers=["Not usable because", "Count"], tablefmt="github"))
+    return "\n".join(lines)
+
+
 @cli.command("tasks")
 @click.option("--include_path", "--include-path", "include_paths", multiple=True, type=click.Path(path_type=Path))
-def tasks_command(include_paths: tuple[Path, ...]) -> None:
-    """List every task, group and tag: source folder and whether its data is available offline."""
+@click.option("--check", is_flag=True, help="Also build every task (imports its task code; loads no data) and count "
+                                           "what cannot be built, by cause.")
+@click.option("--summary", is_flag=True, help="Print only the counts, not the table of every task.")
+def tasks_command(include_paths: tuple[Path, ...], check: bool, summary: bool) -> None:
+    """List every task, group and tag: source folder and whether its data is available offline. Files that cannot
+    be used are counted by cause (``--verbosity`` DEBUG on `run` shows each); indexing never stops at one."""
     from vrp_bench.api.task_index import TaskIndex
 
-    click.echo(_tasks_table(TaskIndex(include_paths)))
+    logging.basicConfig(level="ERROR", format="%(levelname)s %(name)s: %(message)s")
+    index = TaskIndex(include_paths)
+    failures = index.check() if check else None
+    if not summary:
+        click.echo(_tasks_table(index))
+    click.echo(_index_summary(index, failures))
 
 
 @cli.command("models")
@@ -314,11 +348,15 @@ def validate_command(report: Path) -> None:
 @cli.command("show")
 @click.argument("report", type=click.Path(path_type=Path))
 def show_command(report: Path) -> None:
-    """Print a report's summary tables again."""
+    """Print a report's summary tables again: a results file or its folder, of vrp-bench or of lmms-eval (whose
+    metrics are shown as it saved them; it records no reliability signals)."""
     from vrp_bench.report.console import summary_table
-    from vrp_bench.report.saved_run import read_report
+    from vrp_bench.report.lmms_eval_results import read_shown_report
 
-    click.echo(summary_table(read_report(report)))
+    content, notes = read_shown_report(report)
+    click.echo(summary_table(content))
+    for note in notes:
+        click.echo(note)
 
 
 @cli.command("score")
@@ -327,20 +365,25 @@ def show_command(report: Path) -> None:
 @_apply(_scoring_options(rescoring=True))
 def score_command(path: Path, output: Path | None, **scoring_flags: Any) -> None:
     """Recompute every statistic of a run from its saved per-sample files (no model needed), after checking that
-    every record agrees with its metrics and every file with its hash in the report (exit 2 otherwise)."""
+    every record agrees with its metrics and every file with its hash in the report (exit 2 otherwise). PATH may
+    also be an lmms-eval run (its results file or folder, with its --log_samples files): answers and metrics, no
+    reliability signals."""
     from vrp_bench.api.files import write_files_atomically
     from vrp_bench.report.console import summary_table
-    from vrp_bench.report.saved_run import load_run, rescore
+    from vrp_bench.report.lmms_eval_results import load_scored_run
+    from vrp_bench.report.saved_run import rescore
     from vrp_bench.report.schema import require_valid
     from vrp_bench.report.writer import json_text
     from vrp_bench.scoring.settings import ScoringSettings
 
-    run = load_run(path)
+    run, notes = load_scored_run(path)
     report, kept = rescore(run, _scoring_settings(scoring_flags, ScoringSettings(**run.report["config"]["scoring"])))
     require_valid(report)
     click.echo(summary_table(report))
     if kept:
         click.echo(f"kept as saved (custom aggregations are task code, not run again): {', '.join(kept)}")
+    for note in notes:
+        click.echo(note)
     if output is not None:
         write_files_atomically({output: json_text(report)})
         click.echo(f"wrote {output}")

@@ -38,11 +38,15 @@ class RunConfig:
     tasks: str
     model_args: dict[str, Any] = field(default_factory=dict)
     include_paths: list[Path] = field(default_factory=list)
+    dataset_paths: dict[str, str] = field(default_factory=dict)
+    """A task's ``dataset_path`` -> the local path read instead (``TaskIndex``)."""
     limit: int | float | None = None
     batch_size: int = 1
     device: str | None = None
     seed: int = 0
     gen_kwargs: dict[str, Any] = field(default_factory=dict)
+    output_folder: Path | None = None
+    """Where the run's files go (task code that writes files, e.g. submissions, writes there); None: nowhere."""
     max_failed_share: float | None = None
     """A task whose share of failed docs exceeds this ends the run (exit 1); None: only when every doc failed."""
 
@@ -54,7 +58,13 @@ class SampleRecord:
     doc_id: int
     target: str | list[str] | None = None
     prediction: str | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
+    filtered: Any = None
+    """The prediction after the task's primary filter pipeline (what its metrics were computed on)."""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    """The primary filter's metric values (usually floats; a task's ``process_results`` may return any JSON value,
+    e.g. a dict its custom aggregation reads)."""
+    other_filters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Every other filter pipeline: name -> {"filtered": value, "metrics": {...}}."""
     correct: bool | None = None
     signals: dict[str, Any] = field(default_factory=dict)
     signal_errors: dict[str, str] = field(default_factory=dict)
@@ -67,13 +77,14 @@ class SampleRecord:
     """Per captured position, [n_layers, hidden] float16 (kept for probes, never in the JSONL)."""
 
     def to_json(self) -> dict[str, Any]:
-        """The per-sample log line, with lmms-eval's ``resps`` / ``filtered_resps`` keys."""
+        """The per-sample log line, with lmms-eval's ``resps`` / ``filtered_resps`` keys (``filtered_resps`` as
+        lmms-eval writes it: the primary filter's value, a string after ``take_first``)."""
         record: dict[str, Any] = {
             "doc_id": self.doc_id,
             "target": self.target,
             "prediction": self.prediction,
             "resps": [[self.prediction]] if self.prediction is not None else [],
-            "filtered_resps": [self.prediction] if self.prediction is not None else [],
+            "filtered_resps": self.filtered,
             "correct": self.correct,
             **self.metrics,
             "question_type": self.doc.get("question_type"),
@@ -81,6 +92,8 @@ class SampleRecord:
             "doc_hash": self.doc_hash,
             "error": self.error,
         }
+        if self.other_filters:
+            record["other_filters"] = self.other_filters
         if self.signals:
             record["signals"] = self.signals
         if self.signal_errors:
@@ -96,7 +109,10 @@ class TaskResult:
     n_docs: int
     records: list[SampleRecord]
     metrics: dict[str, float | None] = field(default_factory=dict)
+    """The primary filter's aggregated metrics."""
     stderrs: dict[str, float | None] = field(default_factory=dict)
+    other_filters: dict[str, tuple[dict[str, float | None], dict[str, float | None]]] = field(default_factory=dict)
+    """Every other filter pipeline: name -> (metrics, stderrs)."""
 
     @property
     def n_errors(self) -> int:
@@ -143,6 +159,9 @@ def prepare_tasks(config: RunConfig, index: TaskIndex) -> tuple[list[Task], dict
     tasks: list[Task] = []
     skipped: dict[str, str] = {}
     for name in names:
+        if name in optional and index.data_offline(name) != "yes":
+            skipped[name] = f"data not on this machine: {index.data_offline(name)}; name the task to fetch it"
+            continue
         try:
             task = index.build(name)
             task.load()
@@ -202,7 +221,7 @@ def evaluate(
         for task, n in plan:
             records = run_task(task, model, config, n, bar)
             check_failures(task.name, records, config.max_failed_share)
-            results[task.name] = aggregate_task(task, len(task), records)
+            results[task.name] = aggregate_task(task, len(task), records, config.output_folder)
     finally:
         if bar is not None:
             bar.close()
@@ -230,11 +249,14 @@ def run_task(task: Task, model: VLM, config: RunConfig, n: int, progress: Progre
             record.doc_hash = doc_hash(record.doc, request.target, request.images)
             requests.append(request)
             pending.append((record, doc, request))
-        responses = model.generate(requests) if requests else []
-        if len(responses) != len(requests):
-            raise RunError(f"model {model.name!r} returned {len(responses)} answers for {len(requests)} requests")
-        for (record, doc, request), response in zip(pending, responses):
-            score_record(task, record, doc, request, response)
+        if task.scored_by_likelihood:
+            score_by_likelihood(task, model, pending)
+        else:
+            responses = model.generate(requests) if requests else []
+            if len(responses) != len(requests):
+                raise RunError(f"model {model.name!r} returned {len(responses)} answers for {len(requests)} requests")
+            for (record, doc, request), response in zip(pending, responses):
+                score_record(task, record, doc, request, response)
         if progress is not None:
             progress.update(len(batch_ids))
     return records
@@ -255,13 +277,66 @@ def score_record(
     record.hidden_states = response.traces.hidden_states()
     record.prediction = response.text
     try:
-        record.metrics = task.score(doc, response.text)
+        scores = task.score(doc, response.text)
     except UsageError:
         raise
     except Exception as exc:
         record.error = f"process_results failed: {type(exc).__name__}: {exc}"
         return
-    record.correct = is_correct(record.metrics[task.config.metric_list[0].metric])
+    primary = scores.pop(task.primary_filter)
+    record.filtered, record.metrics, record.other_filters = primary["filtered"], primary["metrics"], scores
+    record.correct = correctness(task, record.metrics)
+
+
+def score_by_likelihood(task: Task, model: VLM, pending: Sequence[tuple[SampleRecord, dict[str, Any], Request]]) -> None:
+    """Score a batch of a multiple_choice / loglikelihood task: every option of every doc in one
+    ``model.loglikelihood`` call; a doc any of whose options failed is a failed sample."""
+    spans, requests, options = [], [], []
+    for _, doc, request in pending:
+        doc_requests, doc_options = task.option_requests(doc, request)
+        spans.append((len(options), len(options) + len(doc_options)))
+        requests += doc_requests
+        options += doc_options
+    scores = model.loglikelihood(requests, options) if requests else []
+    if len(scores) != len(requests):
+        raise RunError(f"model {model.name!r} returned {len(scores)} log-likelihoods for {len(requests)} options")
+    for (record, doc, _), (start, end) in zip(pending, spans):
+        doc_scores = scores[start:end]
+        failed = next((s.error or "no log-likelihood" for s in doc_scores if s.logprob is None), None)
+        if failed is not None:
+            record.error = failed
+            continue
+        best = max(range(end - start), key=lambda k: doc_scores[k].logprob)  # type: ignore[arg-type, return-value]
+        record.prediction = record.filtered = options[start + best][len(task.config.target_delimiter):]
+        try:
+            record.metrics = task.score_options(doc, options[start:end], doc_scores)
+        except UsageError:
+            raise
+        except Exception as exc:
+            record.error = f"process_results failed: {type(exc).__name__}: {exc}"
+            continue
+        record.correct = correctness(task, record.metrics)
+
+
+def correctness(task: Task, metrics: Mapping[str, Any]) -> bool | None:
+    """Whether a sample of ``task`` is correct (``correctness_of`` its metric values)."""
+    return correctness_of(metrics, [s.metric for s in task.config.metric_list], task.config.score_key)
+
+
+def correctness_of(metrics: Mapping[str, Any], metric_names: Sequence[str], score_key: str = "score") -> bool | None:
+    """Whether a sample is correct: by the first of ``metric_names`` (the task's ``metric_list``) it has
+    (``process_results`` may return only some per doc), a number, or a dict's ``score_key`` entry (e.g. POPE's
+    per-sample dicts). None when that value says nothing about correctness: the sample is then not scored for
+    reliability (never counted as wrong)."""
+    name = next((m for m in metric_names if m in metrics), None)
+    if name is None:
+        return None
+    value = metrics[name]
+    if isinstance(value, dict):
+        value = value.get(score_key)
+    if isinstance(value, (bool, int, float)) and value == value:
+        return is_correct(float(value))
+    return None
 
 
 def is_correct(primary: float) -> bool:
@@ -303,14 +378,30 @@ def check_failures(task: str, records: Sequence[SampleRecord], max_failed_share:
                    + " | ".join(distinct))
 
 
-def aggregate_task(task: Task, n_docs: int, records: Sequence[SampleRecord]) -> TaskResult:
-    """Aggregate every metric of ``metric_list`` over the scored (error-free) records."""
+def aggregate_task(
+    task: Task, n_docs: int, records: Sequence[SampleRecord], output_folder: Path | None = None
+) -> TaskResult:
+    """Aggregate every metric of ``metric_list`` over the scored (error-free) records that have it, per filter
+    pipeline (the values as the samples hold them: a custom aggregation gets dicts if process_results gave them)."""
     result = TaskResult(task, n_docs, list(records))
     scored = [r for r in records if r.error is None]
-    for spec in task.config.metric_list:
-        values = [float(r.metrics[spec.metric]) for r in scored]
-        result.metrics[spec.metric], result.stderrs[spec.metric] = task.aggregate(spec, values)
+    result.metrics, result.stderrs = aggregate_metrics(task, [r.metrics for r in scored], output_folder)
+    for name in [p.name for p in task.filters[1:]]:
+        per_sample = [r.other_filters[name]["metrics"] for r in scored]
+        result.other_filters[name] = aggregate_metrics(task, per_sample, output_folder)
     return result
+
+
+def aggregate_metrics(
+    task: Task, per_sample: Sequence[Mapping[str, Any]], output_folder: Path | None = None
+) -> tuple[dict[str, float | None], dict[str, float | None]]:
+    """(metric -> value, metric -> standard error) of ``metric_list`` over samples' metric values."""
+    metrics: dict[str, float | None] = {}
+    stderrs: dict[str, float | None] = {}
+    for spec in task.config.metric_list:
+        values = [m[spec.metric] for m in per_sample if spec.metric in m]
+        metrics[spec.metric], stderrs[spec.metric] = task.aggregate(spec, values, output_folder)
+    return metrics, stderrs
 
 
 class TaskScores(Protocol):

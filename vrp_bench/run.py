@@ -79,6 +79,7 @@ def evaluate(
     *,
     model_args: dict[str, Any] | str | None = None,
     include_paths: Sequence[Path | str] = (),
+    dataset_paths: dict[str, str] | None = None,
     limit: int | float | None = None,
     batch_size: int = 1,
     device: str | None = None,
@@ -98,7 +99,9 @@ def evaluate(
     ``model``: a registered name (``vrp-bench models``; built from ``model_args`` -- a dict or "k=v,k=v" -- on
     ``device``) or an already-built ``VLM`` (then neither is given; the report names it by its registered
     ``name``, else its class name). ``tasks``: task / group names, comma lists, tags, wildcards, "all", or a
-    list of them. ``include_paths``: more folders of task YAMLs. ``limit``: first N docs per task, or a
+    list of them. ``include_paths``: more folders of task YAMLs. ``dataset_paths``: datasets redirected without
+    editing a YAML (a task's ``dataset_path`` -> a local folder or file), on top of the ``VRP_DATASET_PATH_OVERRIDE``
+    environment variable ("hub_id=path,hub_id=path"). ``limit``: first N docs per task, or a
     fraction. ``seed`` seeds every random choice of the run, and the scoring unless ``scoring`` (default
     ``ScoringSettings(seed=seed)``) says otherwise. ``gen_kwargs`` override every task's generation_kwargs;
     ``max_failed_share`` ends the run (``RunError``) when a task's share of failed docs exceeds it (default:
@@ -124,6 +127,7 @@ def evaluate(
         model_args=parse_key_values(model_args, "model_args") if isinstance(model_args, str) else dict(model_args or {}),
         include_paths=[Path(include_paths)] if isinstance(include_paths, (str, Path))
         else [Path(p) for p in include_paths],
+        dataset_paths={**dataset_path_overrides_from_env(), **(dataset_paths or {})},
         limit=limit,
         batch_size=batch_size,
         device=device,
@@ -134,6 +138,7 @@ def evaluate(
     scoring = scoring if scoring is not None else ScoringSettings(seed=seed)
     started = time.time()
     files = RunFiles.for_run(output_path, model_name, started) if output_path is not None else None
+    config.output_folder = files.folder if files is not None else None
     check_model: Callable[[VLM], None] = lambda vlm: None  # noqa: E731
     if ablation is not None:
         from vrp_bench.interventions.runner import check_ablatable
@@ -141,7 +146,7 @@ def evaluate(
         check_model = lambda vlm: check_ablatable(vlm, ablation)  # noqa: E731
     run = evaluator.evaluate(
         config,
-        TaskIndex(config.include_paths),
+        TaskIndex(config.include_paths, config.dataset_paths),
         before_model=(lambda: check_writable(files.folder)) if files is not None else (lambda: None),
         progress=progress("docs") if progress is not None else None,
         check_model=check_model,
@@ -190,6 +195,28 @@ def _python_call(model: str | VLM, tasks: str, given: dict[str, Any]) -> str:
     arguments = [f"model={shown}", f"tasks={tasks!r}"]
     arguments += [f"{name}={value!r}" for name, value in given.items() if value != defaults[name].default]
     return f"vrp_bench.evaluate({', '.join(arguments)})"
+
+
+DATASET_PATH_OVERRIDE_ENV = "VRP_DATASET_PATH_OVERRIDE"
+
+
+def parse_dataset_paths(items: Sequence[str], source: str) -> dict[str, str]:
+    """``dataset_path=local path`` items (``--dataset_path_override``, the environment variable) as a mapping."""
+    paths: dict[str, str] = {}
+    for item in items:
+        original, sep, local = item.partition("=")
+        if not sep or not original.strip() or not local.strip():
+            raise UsageError(f"{source}: expected <dataset_path as the YAML writes it>=<local path>, got {item!r}")
+        paths[original.strip()] = local.strip()
+    return paths
+
+
+def dataset_path_overrides_from_env() -> dict[str, str]:
+    """The ``VRP_DATASET_PATH_OVERRIDE`` environment variable ("hub_id=path,hub_id=path"), parsed."""
+    import os
+
+    text = os.environ.get(DATASET_PATH_OVERRIDE_ENV, "")
+    return parse_dataset_paths([part for part in text.split(",") if part.strip()], DATASET_PATH_OVERRIDE_ENV)
 
 
 def parse_key_values(text: str, flag: str) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vrp_bench.api.metrics import exact_match
+from vrp_bench.api.metrics import normalized_exact_match
 
 
 def doc_to_visual(doc: dict[str, Any]) -> list[Any]:
@@ -23,4 +23,4 @@ def doc_to_text(doc: dict[str, Any], lmms_eval_specific_kwargs: dict[str, Any] |
 
 def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
     """Normalised exact match of the first response against the doc's answer."""
-    return {"exact_match": exact_match(results[0], doc["answer"])}
+    return {"exact_match": normalized_exact_match(results[0], doc["answer"])}

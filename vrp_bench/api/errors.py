@@ -13,9 +13,16 @@ class VRPError(Exception):
 
 
 class UsageError(VRPError):
-    """Bad input from the user: arguments, task names, task YAML, model arguments."""
+    """Bad input from the user: arguments, task names, task YAML, model arguments.
+
+    ``cause``: a short, stable category (e.g. "output_type loglikelihood_rolling") under which indexing a task
+    folder counts the files it could not use; None for one-off problems (the message says it all)."""
 
     exit_code = 2
+
+    def __init__(self, message: str, cause: str | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 class RunError(VRPError):

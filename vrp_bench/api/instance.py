@@ -71,6 +71,19 @@ def doc_hash(doc_fields: dict[str, Any], target: Any, images: list[Image.Image])
     return f"sha256:{digest.hexdigest()}"
 
 
+@dataclass(frozen=True)
+class OptionScore:
+    """How likely a model finds one answer option after a request's prompt (``multiple_choice`` tasks, lmms-eval's
+    ``loglikelihood`` requests): ``logprob`` = sum over the option's tokens t of log P(t | images, prompt, earlier
+    option tokens); ``is_greedy``: greedy decoding would produce exactly these tokens. ``error`` (and ``logprob``
+    None) when this option could not be scored; the sample then fails, it is never scored as wrong."""
+
+    logprob: float | None
+    is_greedy: bool = False
+    n_tokens: int = 0
+    error: str | None = None
+
+
 @dataclass
 class Response:
     """A model's answer to one request.

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from vrp_bench.api.errors import UsageError
-from vrp_bench.api.instance import Request, Response
+from vrp_bench.api.instance import OptionScore, Request, Response
 from vrp_bench.api.registry import Registry, suggest
 
 MODELS: Registry[type["VLM"]] = Registry("model", listing="vrp-bench models")
@@ -48,6 +48,12 @@ class VLM(ABC):
     @abstractmethod
     def generate(self, requests: Sequence[Request]) -> list[Response]:
         """Answer each request; a sample that fails gets ``Response.failed(reason)``."""
+
+    def loglikelihood(self, requests: Sequence[Request], options: Sequence[str]) -> list[OptionScore]:
+        """Score ``options[i]`` as the answer to ``requests[i]`` (same length; ``multiple_choice`` tasks and
+        lmms-eval's loglikelihood requests). Models that cannot score text do not override this."""
+        raise UsageError(f"model {self.name!r} cannot score answer options (loglikelihood), which multiple_choice "
+                         "tasks need; use a transformers model")
 
     def describe(self) -> dict[str, Any]:
         """Facts about the loaded model recorded in the report (checkpoint, dtype, fingerprint)."""

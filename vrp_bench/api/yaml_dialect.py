@@ -41,14 +41,19 @@ class FunctionRef:
             try:
                 module = importlib.import_module(module_name)
             except ImportError as exc:
-                raise UsageError(
-                    f"!function {self.dotted_name} in {self.yaml_dir}: no {local_file.name} beside the YAML "
-                    f"and no importable module {module_name!r} ({exc})"
-                ) from None
+                if module_name.split(".")[0] not in sys.modules:
+                    raise UsageError(
+                        f"!function {self.dotted_name} in {self.yaml_dir}: no {local_file.name} beside the YAML "
+                        f"and no importable module {module_name!r} ({exc})", cause="task code not found"
+                    ) from None
+                raise _import_failure(f"!function {self.dotted_name} in {self.yaml_dir}", exc) from None
+            except Exception as exc:  # the module exists but fails while importing
+                raise _import_failure(f"!function {self.dotted_name} in {self.yaml_dir}", exc) from None
             where = f"module {module_name}"
         function = getattr(module, attr, None)
         if not callable(function):
-            raise UsageError(f"!function {self.dotted_name} in {self.yaml_dir}: {where} has no function {attr!r}")
+            raise UsageError(f"!function {self.dotted_name} in {self.yaml_dir}: {where} has no function {attr!r}",
+                         cause="task code lacks a named function")
         return function
 
 
@@ -65,8 +70,16 @@ def _load_file_module(path: Path) -> Any:
         spec.loader.exec_module(module)
     except Exception as exc:
         del sys.modules[unique_name]
-        raise UsageError(f"{path}: importing task code failed: {type(exc).__name__}: {exc}") from None
+        raise _import_failure(str(path), exc) from None
     return module
+
+
+def _import_failure(where: str, exc: Exception) -> UsageError:
+    """A one-line error for task code that fails while importing; its cause names the missing package, if any."""
+    missing = getattr(exc, "name", None) if isinstance(exc, ImportError) else None
+    cause = f"task code needs package {missing.split('.')[0]}" if missing else f"task code fails on import ({type(exc).__name__})"
+    first_line = (str(exc).strip().splitlines() or [""])[0]
+    return UsageError(f"{where}: importing task code failed: {type(exc).__name__}: {first_line}", cause=cause)
 
 
 class TaskYamlLoader(yaml.SafeLoader):
@@ -95,15 +108,16 @@ def parse_yaml_file(path: Path) -> dict[str, Any]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark is not None else ""
-        raise UsageError(f"{path}{line}: malformed YAML: {exc.problem or exc.context}") from None
+        raise UsageError(f"{path}{line}: malformed YAML: {exc.problem or exc.context}", cause="malformed YAML") from None
     except yaml.YAMLError as exc:
-        raise UsageError(f"{path}: malformed YAML: {exc}") from None
+        raise UsageError(f"{path}: malformed YAML: {exc}", cause="malformed YAML") from None
     finally:
         loader.dispose()
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise UsageError(f"{path}: a task YAML must be a mapping of keys, found {type(data).__name__}")
+        raise UsageError(f"{path}: a task YAML must be a mapping of keys, found {type(data).__name__}",
+                         cause="malformed YAML")
     return data
 
 
@@ -112,8 +126,14 @@ def load_task_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     path = path.resolve()
     if path in _seen:
         chain = " -> ".join(str(p) for p in (*_seen, path))
-        raise UsageError(f"{path}: include cycle: {chain}")
-    config = parse_yaml_file(path)
+        raise UsageError(f"{path}: include cycle: {chain}", cause="include cycle")
+    return merge_includes(parse_yaml_file(path), path, (*_seen, path))
+
+
+def merge_includes(config: dict[str, Any], path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """``config`` (written in the file ``path``: a whole file, or a task defined inline in a group) with its
+    ``include`` files merged under it: later includes win, ``config``'s own keys win last."""
+    config = dict(config)
     includes = config.pop("include", None)
     if includes is None:
         return config
@@ -123,7 +143,7 @@ def load_task_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         if not include_path.is_absolute():
             include_path = path.parent / include_path
         if not include_path.is_file():
-            raise UsageError(f"{path}: include {include!r} not found (looked for {include_path})")
-        merged.update(load_task_yaml(include_path, (*_seen, path)))
+            raise UsageError(f"{path}: include {include!r} not found (looked for {include_path})", cause="missing include")
+        merged.update(load_task_yaml(include_path, _seen or (path.resolve(),)))
     merged.update(config)
     return merged

@@ -34,8 +34,8 @@ from vrp_bench.report.writer import json_text
 
 MAX_NAME = 64
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
-RECOMPUTED_SECTIONS = ("results", "groups", "signals", "diagnostics", "signal_failures", "fusion", "probes", "layers",
-                       "verdicts", "summary", "ablation")
+RECOMPUTED_SECTIONS = ("results", "groups", "n-samples", "signals", "diagnostics", "signal_failures", "fusion", "probes",
+                       "layers", "verdicts", "summary", "ablation")
 """The report sections ``rescore`` recomputes from the per-sample files (a submission must match them exactly)."""
 
 

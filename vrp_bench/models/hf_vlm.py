@@ -19,10 +19,10 @@ from contextlib import AbstractContextManager, ExitStack
 from typing import Any, ClassVar
 
 import torch
-from transformers import AutoConfig, AutoModelForImageTextToText, BatchFeature
+from transformers import AutoConfig, AutoModelForImageTextToText, BatchFeature, LogitsProcessor, LogitsProcessorList
 
 from vrp_bench.api.errors import UsageError
-from vrp_bench.api.instance import GenerationSettings, Request, Response
+from vrp_bench.api.instance import GenerationSettings, OptionScore, Request, Response
 from vrp_bench.api.interventions import ImageTokenLayout, Intervenable, UnitSite, UnitSpace
 from vrp_bench.api.model import VLM, register_model
 from vrp_bench.models.families import FAMILIES, FamilyAdapter
@@ -224,6 +224,53 @@ class HFVLM(VLM, Intervenable):
                     response.traces = dataclasses.replace(response.traces, sc_answers=sampled)
         return responses
 
+    def loglikelihood(self, requests: Sequence[Request], options: Sequence[str]) -> list[OptionScore]:
+        """Each option's summed token log-probability after its request's prompt, through the same generation
+        path as answers (``ForcedTokens`` makes greedy decoding follow the option; the log-probabilities are
+        taken from the raw logits), so the cache, position and token-type handling of every family is the one
+        ``generate`` uses. Requests with and without images are scored in separate passes."""
+        scores: dict[int, OptionScore] = {}
+        groups: dict[bool, list[int]] = {}
+        for index, request in enumerate(requests):
+            groups.setdefault(bool(request.images), []).append(index)
+        for indices in groups.values():
+            batch = self._score_options([requests[i] for i in indices], [options[i] for i in indices])
+            scores.update(zip(indices, batch))
+        return [scores[index] for index in range(len(requests))]
+
+    def _score_options(self, requests: list[Request], options: list[str]) -> list[OptionScore]:
+        tokenizer = self.processor.tokenizer
+        token_ids = [tokenizer(option, add_special_tokens=False)["input_ids"] for option in options]
+        if any(not ids for ids in token_ids):
+            if len(requests) > 1:
+                return [s for r, o in zip(requests, options) for s in self._score_options([r], [o])]
+            return [OptionScore(None, error=f"option {options[0]!r} has no tokens")]
+        try:
+            inputs = self.encode(requests)
+        except (ValueError, TypeError, OSError) as error:
+            if len(requests) > 1:
+                return [s for r, o in zip(requests, options) for s in self._score_options([r], [o])]
+            return [OptionScore(None, error=f"the processor refused this input: {type(error).__name__}: {error}")]
+        steps = max(len(ids) for ids in token_ids)
+        forced = ForcedTokens(token_ids, inputs["input_ids"].shape[1], self.processor.tokenizer.pad_token_id or 0)
+        with torch.inference_mode():
+            output = self.model.generate(
+                **inputs, **self._generation_kwargs(GenerationSettings(max_new_tokens=steps)),
+                logits_processor=LogitsProcessorList([forced]), output_logits=True, return_dict_in_generate=True,
+            )
+        logits = torch.stack(output.logits, dim=1).float().cpu()  # [batch, steps taken, vocab]
+        results = []
+        for row, ids in enumerate(token_ids):
+            if logits.shape[1] < len(ids):
+                results.append(OptionScore(None, error="generation ended before the option's last token"))
+                continue
+            target = torch.tensor(ids)
+            row_logits = logits[row, : len(ids)]
+            logprob = row_logits.log_softmax(-1).gather(-1, target[:, None]).sum()
+            greedy = bool((row_logits.argmax(-1) == target).all())
+            results.append(OptionScore(float(logprob), greedy, len(ids)))
+        return results
+
     # --- the interventions interface -------------------------------------------------------------
 
     @property
@@ -277,6 +324,21 @@ class HFVLM(VLM, Intervenable):
         if not settings.greedy:
             kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k or 0)
         return kwargs
+
+
+class ForcedTokens(LogitsProcessor):
+    """Makes generation follow given token sequences (row i: ``token_ids[i]``, then padding): every other token's
+    score becomes -inf. Applied after the checkpoint's own processors; raw logits are unaffected."""
+
+    def __init__(self, token_ids: Sequence[Sequence[int]], prompt_length: int, pad_token_id: int) -> None:
+        self.token_ids, self.prompt_length, self.pad_token_id = token_ids, prompt_length, pad_token_id
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        step = input_ids.shape[1] - self.prompt_length
+        forced = torch.full_like(scores, float("-inf"))
+        for row, ids in enumerate(self.token_ids):
+            forced[row, ids[step] if step < len(ids) else self.pad_token_id] = 0.0
+        return forced
 
 
 def register_hf_model(name: str, adapter: type[FamilyAdapter], pretrained: str, description: str) -> type[HFVLM]:

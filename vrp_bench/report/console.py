@@ -6,6 +6,9 @@ from typing import Any
 
 from tabulate import tabulate
 
+from vrp_bench.report.results import group_counts, group_metrics, task_counts
+
+
 def _number(value: Any) -> str:
     return "-" if value is None else f"{value:.4f}"
 
@@ -22,21 +25,22 @@ def _table(rows: list[list[Any]], headers: list[str]) -> str:
 
 
 def results_table(report: dict[str, Any]) -> list[str]:
-    """Task metrics (lmms-eval style), group scores, skipped tasks and failed samples."""
+    """Task metrics (lmms-eval style), group scores, skipped tasks and failed samples (either report layout:
+    ``results.counts_in_results``)."""
     rows = []
     for name, entry in report["results"].items():
         version = report["versions"].get(name)
+        scored, failed = task_counts(report, name)
         for key, value in entry.items():
             metric, _, filter_name = key.partition(",")
             if not filter_name or metric.endswith("_stderr"):
                 continue
             stderr = entry.get(f"{metric}_stderr,{filter_name}")
-            rows.append([name, version, entry["n"], entry["n_errors"], metric, _number(value), _number(stderr)])
+            rows.append([name, version, scored, failed, metric, _number(value), _number(stderr)])
     lines = [_table(rows, ["Task", "Version", "n", "Errors", "Metric", "Value", "Stderr"])]
     if report["groups"]:
-        group_rows = [[group, entry["n"], entry["n_errors"], metric, _number(value)]
-                      for group, entry in report["groups"].items()
-                      for metric, value in entry.items() if metric not in ("n", "n_errors")]
+        group_rows = [[group, *group_counts(report, group), metric, _number(value)]
+                      for group in report["groups"] for metric, value in group_metrics(report, group).items()]
         lines += ["", _table(group_rows, ["Group", "n", "Errors", "Metric", "Value"])]
     lines += [f"skipped {name}: {reason}" for name, reason in report["skipped"].items()]
     for name, errors in report["errors"].items():
@@ -52,7 +56,8 @@ def signals_table(report: dict[str, Any]) -> list[str]:
     signal, probes, fusion, diagnostics and the verdicts."""
     within, concatenated = report["signals"]["within_task"], report["signals"]["concatenated"]
     if not within["signals"]:
-        return []
+        return ["", f"No reliability signals in this run: accuracy only (n = {within['n']} scored, accuracy "
+                    f"{_number(within['accuracy'])})."] if within["n"] else []
     summary = report["summary"]
     listed = summary["signal_auroc"]
     rows = [[" = ".join([name, *listed[name]["same_ranking_as"]]), len(score["tasks"]), score["n"],

@@ -8,6 +8,7 @@ import json
 import platform
 import subprocess
 import time
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 import vrp_bench
+from vrp_bench.api.task import MetricSpec
 from vrp_bench.api.yaml_dialect import FunctionRef
 from vrp_bench.api.traces import HIDDEN_POSITIONS
 from vrp_bench.evaluator import RunResult, TaskResult, TaskScores, group_scores
@@ -30,6 +32,8 @@ from vrp_bench.signals.inputs import SignalSettings
 
 PACKAGES = ("torch", "transformers", "datasets", "numpy", "scipy", "scikit-learn", "pillow")
 FILTER = "none"  # lmms-eval's "metric,filter" key suffix; VRP-Bench applies no answer filters yet
+COUNT_KEYS = ("n", "n_errors")
+"""The sample counts of the old layout's ``results`` and ``groups`` entries (``counts_in_results``)."""
 FUNCTION_TAG = "!function "
 """How a task config value that names task code (``FunctionRef``) is written: ``!function module.name``."""
 
@@ -64,7 +68,9 @@ def _plain(value: Any) -> Any:
     """A task config value as JSON: ``!function`` references keep their YAML spelling."""
     if isinstance(value, FunctionRef):
         return f"{FUNCTION_TAG}{value.dotted_name}"
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # e.g. a metric_list entry
+    if isinstance(value, MetricSpec):
+        return _plain(value.as_entry())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return _plain(vars(value))
     if callable(value):
         return getattr(value, "__name__", str(value))
@@ -77,18 +83,93 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def result_keys(metric: str) -> tuple[str, str]:
+def result_keys(metric: str, filter_name: str = FILTER) -> tuple[str, str]:
     """The ``results`` keys of a metric's value and of its standard error."""
-    return f"{metric},{FILTER}", f"{metric}_stderr,{FILTER}"
+    return f"{metric},{filter_name}", f"{metric}_stderr,{filter_name}"
 
 
-def results_entry(task: str, scores: TaskScores) -> dict[str, Any]:
-    """A task's ``results`` entry: alias, each metric and its standard error, ``n`` (scored) and ``n_errors``."""
+def results_entry(task: str, scores: TaskScores, counts_inside: bool = False, filter_name: str = FILTER
+                  ) -> dict[str, Any]:
+    """A task's ``results`` entry as lmms-eval writes one: alias, each metric and its standard error per filter
+    pipeline (``filter_name``, the primary one, then the scores' ``other_filters`` if any; the sample
+    counts are in ``n-samples``: ``samples_entry``). ``counts_inside``: the layout of reports written before
+    lmms-eval's ``n-shot`` was kept (``counts_in_results``), with ``n`` (scored) and ``n_errors`` in the entry."""
     entry: dict[str, Any] = {"alias": task}
-    for metric, value in scores.metrics.items():
-        value_key, stderr_key = result_keys(metric)
-        entry[value_key], entry[stderr_key] = value, scores.stderrs[metric]
-    return {**entry, "n": scores.n_scored, "n_errors": scores.n_errors}
+    filters = {filter_name: (scores.metrics, scores.stderrs), **getattr(scores, "other_filters", {})}
+    for name, (metrics, stderrs) in filters.items():
+        for metric, value in metrics.items():
+            value_key, stderr_key = result_keys(metric, name)
+            entry[value_key], entry[stderr_key] = value, stderrs[metric]
+    return {**entry, "n": scores.n_scored, "n_errors": scores.n_errors} if counts_inside else entry
+
+
+def samples_entry(original: int, effective: int, scores: TaskScores) -> dict[str, int]:
+    """A task's ``n-samples`` entry: lmms-eval's ``original`` (docs of the split) and ``effective`` (docs
+    evaluated), and VRP-Bench's ``scored`` and ``errors`` (failed docs: counted, not scored)."""
+    return {"original": original, "effective": effective, "scored": scores.n_scored, "errors": scores.n_errors}
+
+
+def groups_section(
+    groups: dict[str, list[str]], results: Mapping[str, TaskScores], counts_inside: bool = False
+) -> dict[str, dict[str, Any]]:
+    """The ``groups`` section (``evaluator.group_scores``: each metric shared by a group's tasks, weighted by
+    scored samples) as lmms-eval writes it: per group its alias and ``"<metric>,none"`` values (no standard
+    error; the counts are its tasks' ``n-samples``). ``counts_inside``: the old layout (bare metric names, ``n``,
+    ``n_errors``)."""
+    scores = group_scores(groups, results)
+    if counts_inside:
+        return scores
+    return {group: {"alias": group, **{result_keys(metric)[0]: value for metric, value in entry.items()
+                                       if metric not in COUNT_KEYS}}
+            for group, entry in scores.items()}
+
+
+def counts_in_results(report: Mapping[str, Any]) -> bool:
+    """Whether a report has the old layout: sample counts (``n``, ``n_errors``) inside each ``results`` and
+    ``groups`` entry and no ``n-shot``, as reports written before lmms-eval's table printer read them (such
+    reports stay readable and re-score to the same layout)."""
+    return "n-shot" not in report
+
+
+def task_counts(report: Mapping[str, Any], task: str) -> tuple[int, int]:
+    """A task's (scored, failed) sample counts, in either layout (``counts_in_results``)."""
+    entry = report["results"][task]
+    if "n" in entry:
+        return entry["n"], entry["n_errors"]
+    counts = report["n-samples"][task]
+    return counts["scored"], counts["errors"]
+
+
+def group_counts(report: Mapping[str, Any], group: str) -> tuple[int, int]:
+    """A group's (scored, failed) sample counts, in either layout: the sums over its tasks in ``results``."""
+    entry = report["groups"][group]
+    if "n" in entry:
+        return entry["n"], entry["n_errors"]
+    members = [task for task in report["group_subtasks"].get(group, []) if task in report["results"]]
+    counts = [task_counts(report, task) for task in members]
+    return sum(c[0] for c in counts), sum(c[1] for c in counts)
+
+
+def group_metrics(report: Mapping[str, Any], group: str) -> dict[str, Any]:
+    """A group's metric values by metric name, in either layout."""
+    entry = report["groups"][group]
+    if "n" in entry:
+        return {metric: value for metric, value in entry.items() if metric not in COUNT_KEYS}
+    return {key.partition(",")[0]: value for key, value in entry.items()
+            if "," in key and not key.partition(",")[0].endswith("_stderr")}
+
+
+def higher_is_better(run: RunResult) -> dict[str, dict[str, bool | None]]:
+    """Per task, and per group of ``groups`` (as lmms-eval writes it: its tasks' value, None where they disagree),
+    whether a higher value of each metric is better."""
+    tasks = {name: {m.metric: m.higher_is_better for m in r.task.config.metric_list} for name, r in run.results.items()}
+    groups: dict[str, dict[str, bool | None]] = {}
+    for group in groups_section(run.groups, run.results):
+        merged = groups[group] = {}
+        for task in (t for t in run.groups[group] if t in tasks):
+            for metric, value in tasks[task].items():
+                merged[metric] = value if merged.get(metric, value) == value else None
+    return {**tasks, **groups}
 
 
 def build_report(
@@ -101,8 +182,9 @@ def build_report(
     config = run.config
     return {
         "schema": SCHEMA_ID,
-        "results": {name: results_entry(name, result) for name, result in run.results.items()},
-        "groups": group_scores(run.groups, run.results),
+        "results": {name: results_entry(name, result, filter_name=result.task.primary_filter)
+                    for name, result in run.results.items()},
+        "groups": groups_section(run.groups, run.results),
         "group_subtasks": run.groups,
         "skipped": run.skipped,
         "errors": {
@@ -113,10 +195,9 @@ def build_report(
         "doc_sets": {name: doc_set_hash((r.doc_id, r.doc_hash) for r in result.records)
                      for name, result in run.results.items()},
         "versions": {name: r.task.config.version for name, r in run.results.items()},
-        "n-samples": {name: {"original": r.n_docs, "effective": len(r.records)} for name, r in run.results.items()},
-        "higher_is_better": {
-            name: {m.metric: m.higher_is_better for m in r.task.config.metric_list} for name, r in run.results.items()
-        },
+        "n-shot": {name: getattr(r.task.config, "num_fewshot", None) or 0 for name, r in run.results.items()},
+        "n-samples": {name: samples_entry(r.n_docs, len(r.records), r) for name, r in run.results.items()},
+        "higher_is_better": higher_is_better(run),
         "config": {
             "model": config.model,
             "model_args": config.model_args,

@@ -8,17 +8,26 @@ Where each file of a run lies is ``report.run_files.RunFiles``' business; the re
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vrp_bench.api.errors import UsageError
 from vrp_bench.api.files import content_hash
 from vrp_bench.api.metrics import aggregate
-from vrp_bench.evaluator import group_scores, is_correct
+from vrp_bench.evaluator import correctness_of
 from vrp_bench.interventions import ablation_context, ablation_section
 from vrp_bench.report.comparability import doc_sets_of
-from vrp_bench.report.results import FUNCTION_TAG, read_traces, result_keys, results_entry
+from vrp_bench.report.results import (
+    FILTER,
+    FUNCTION_TAG,
+    counts_in_results,
+    groups_section,
+    read_traces,
+    result_keys,
+    results_entry,
+    samples_entry,
+)
 from vrp_bench.report.run_files import RunFiles
 from vrp_bench.report.schema import SCHEMA_ID, schema_problems
 from vrp_bench.scoring.sections import score_sections
@@ -70,6 +79,14 @@ class SavedRun:
     """Per task, the ablation's per-condition records (empty when the run has none on disk)."""
     hashes: dict[str, str]
     """The content hash of every file read besides the report, by file name."""
+    filters: dict[str, str] = field(default_factory=dict)
+    """Per task, the answer filter its records and metrics are of, when not ``results.FILTER`` (a converted
+    lmms-eval run: ``report.lmms_eval_results``)."""
+    saved_results: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Per task, ``results`` keys the records cannot recompute, kept as saved (key -> why): a converted lmms-eval
+    run's metrics whose per-sample values are not numbers and its other filters' values. Empty for a VRP-Bench
+    run (every metric of its ``metric_list`` is recomputed or, with a custom aggregation, kept as the
+    ``metric_list`` says)."""
 
     @property
     def files(self) -> RunFiles:
@@ -124,16 +141,18 @@ def metric_specs(run: SavedRun, task: str) -> list[dict[str, Any]]:
 
 def check_records(run: SavedRun) -> None:
     """Refuse (one-line UsageError naming the file and doc) a per-sample record that contradicts its metrics: a
-    scored one (error null) without a number for each metric of ``metric_list`` or whose ``correct`` is not
-    ``evaluator.is_correct`` of its primary (first) metric, a failed one whose ``correct`` is not null; and
-    records whose docs (ids, content hashes) are not the doc set the report recorded."""
+    scored one (error null) with none of the metrics of ``metric_list``, or a number metric that is not one, or
+    whose ``correct`` is not ``evaluator.correctness_of`` its metrics; a failed one whose ``correct`` is not null;
+    and records whose docs (ids, content hashes) are not the doc set the report recorded."""
     recorded = run.report.get("doc_sets") or {}
     for task, digest in doc_sets_of(run.samples).items():
         if task in recorded and recorded[task] != digest:
             raise UsageError(f"{run.files.samples(task).name}: its docs are not the doc set {run.results_path.name} "
                              f"recorded for {task}{EDITED}")
     for task, records in run.samples.items():
-        metrics = [spec["metric"] for spec in metric_specs(run, task)]
+        specs = metric_specs(run, task)
+        metrics = [spec["metric"] for spec in specs]
+        score_key = run.report["configs"].get(task, {}).get("score_key", "score")
         name = run.files.samples(task).name
         for record in records:
             where, correct = f"{name}: doc {record.get('doc_id')}", record.get("correct")
@@ -142,13 +161,26 @@ def check_records(run: SavedRun) -> None:
                     raise UsageError(f"{where}: correct={json.dumps(correct)} on a failed record (error set) must "
                                      f"be null{EDITED}")
                 continue
-            missing = [metric for metric in metrics if not isinstance(record.get(metric), (int, float))]
-            if missing:
-                raise UsageError(f"{where}: scored record has no number for {missing[0]}{EDITED}")
-            primary = metrics[0]
-            if correct is not is_correct(record[primary]):
+            if not any(metric in record for metric in metrics):
+                raise UsageError(f"{where}: scored record has none of the metrics {', '.join(metrics)}{EDITED}")
+            not_numbers = [s["metric"] for s in specs if s["aggregation"] == "mean" and s["metric"] in record
+                           and not isinstance(record[s["metric"]], (int, float))]
+            if not_numbers:
+                raise UsageError(f"{where}: scored record has no number for {not_numbers[0]}{EDITED}")
+            expected = correctness_of(record, metrics, score_key)
+            if correct is not expected:
+                primary = next(metric for metric in metrics if metric in record)
                 raise UsageError(f"{where}: correct={json.dumps(correct)} disagrees with "
                                  f"{primary}={json.dumps(record[primary])}{EDITED}")
+
+
+def primary_filter(run: SavedRun, task: str) -> str:
+    """The filter pipeline a task's records and ``results`` keys are of: a converted lmms-eval run's, else the
+    first of the task's ``filter_list`` (``results.FILTER`` without one)."""
+    if task in run.filters:
+        return run.filters[task]
+    filter_list = run.report["configs"].get(task, {}).get("filter_list")
+    return filter_list[0]["name"] if isinstance(filter_list, list) and filter_list else FILTER
 
 
 def check_hashes(results_path: Path, listed: dict[str, str], found: dict[str, str]) -> None:
@@ -177,35 +209,71 @@ class RecomputedScores:
     stderrs: dict[str, float | None]
     n_scored: int
     n_errors: int
+    other_filters: dict[str, tuple[dict[str, float | None], dict[str, float | None]]] = field(default_factory=dict)
 
 
 def recompute_results(run: SavedRun) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
-    """The report's ``results`` and ``groups`` recomputed from the per-sample records as the run computed them,
-    and the metrics kept as saved instead ("<task> <metric> (!function ...)"): a custom aggregation is task code,
-    not run again."""
+    """The report's ``results`` and ``groups`` recomputed from the per-sample records as the run computed them
+    (in the report's layout: ``results.counts_in_results``), and the metrics kept as saved instead
+    ("<task> <metric> (!function ...)"): a custom aggregation is task code, not run again."""
     scores: dict[str, RecomputedScores] = {}
     kept: list[str] = []
     for task, records in run.samples.items():
         scored = [r for r in records if r.get("error") is None]
         scores[task] = task_scores = RecomputedScores({}, {}, len(scored), len(records) - len(scored))
-        for spec in metric_specs(run, task):
-            metric, aggregation = spec["metric"], spec["aggregation"]
-            if aggregation.startswith(FUNCTION_TAG):
-                kept.append(f"{task} {metric} ({aggregation})")
-                values = tuple(run.report["results"][task].get(key) for key in result_keys(metric))
+        per_filter = {primary_filter(run, task): scored}
+        for name in scored[0].get("other_filters", {}) if scored else ():
+            per_filter[name] = [r["other_filters"][name]["metrics"] for r in scored]
+        for filter_name, values_of in per_filter.items():
+            metrics: dict[str, float | None] = {}
+            stderrs: dict[str, float | None] = {}
+            for spec in metric_specs(run, task):
+                metric, aggregation = spec["metric"], spec["aggregation"]
+                if aggregation.startswith(FUNCTION_TAG):
+                    shown = metric if filter_name == primary_filter(run, task) else f"{metric},{filter_name}"
+                    kept.append(f"{task} {shown} ({aggregation})")
+                    values = tuple(run.report["results"][task].get(key) for key in result_keys(metric, filter_name))
+                else:
+                    values = aggregate([r[metric] for r in values_of if metric in r], aggregation)
+                metrics[metric], stderrs[metric] = values
+            if filter_name == primary_filter(run, task):
+                task_scores.metrics, task_scores.stderrs = metrics, stderrs
             else:
-                values = aggregate([float(r[metric]) for r in scored], aggregation)
-            task_scores.metrics[metric], task_scores.stderrs[metric] = values
-    results = {task: results_entry(task, task_scores) for task, task_scores in scores.items()}
-    return results, group_scores(run.report["group_subtasks"], scores), kept
+                task_scores.other_filters[filter_name] = (metrics, stderrs)
+    old_layout = counts_in_results(run.report)
+    results = {task: results_entry(task, task_scores, old_layout, primary_filter(run, task))
+               for task, task_scores in scores.items()}
+    for task, keys in run.saved_results.items():
+        for key, why in keys.items() if task in results else ():
+            results[task][key] = run.report["results"][task].get(key)
+            if not key.partition(",")[0].endswith("_stderr"):
+                kept.append(f"{task} {key} ({why})")
+    return results, groups_section(run.report["group_subtasks"], scores, old_layout), kept
+
+
+def recount_samples(run: SavedRun) -> dict[str, Any]:
+    """The report's ``n-samples`` with each task's ``effective``, ``scored`` and ``errors`` counted from its
+    per-sample records (``original``, the docs of the split, as saved); as saved for an old-layout report."""
+    if counts_in_results(run.report):
+        return run.report["n-samples"]
+    counts = {}
+    for task, records in run.samples.items():
+        scored = sum(r.get("error") is None for r in records)
+        saved = run.report["n-samples"].get(task)
+        if saved is None:
+            raise UsageError(f"{run.results_path.name}: n-samples has no entry for {task}")
+        counts[task] = samples_entry(saved["original"], len(records),
+                                     RecomputedScores({}, {}, scored, len(records) - scored))
+    return counts
 
 
 def rescore(run: SavedRun, settings: ScoringSettings | None = None) -> tuple[dict[str, Any], list[str]]:
     """The run's report recomputed from its saved files, and the metrics kept as saved (``recompute_results``).
 
     Every record is checked first (``check_records``), then every file's hash against the report's ``files``.
-    Recomputed: ``results``, ``groups``, every scored section, and the ablation section when its per-condition
-    files are there (otherwise it is kept as saved); ``files`` holds the hashes of the files read.
+    Recomputed: ``results``, ``groups``, the sample counts (``recount_samples``), every scored section, and the
+    ablation section when its per-condition files are there (otherwise it is kept as saved); ``files`` holds the
+    hashes of the files read.
     """
     check_records(run)
     check_hashes(run.results_path, run.report["files"], run.hashes)
@@ -215,6 +283,7 @@ def rescore(run: SavedRun, settings: ScoringSettings | None = None) -> tuple[dic
     results, groups, kept = recompute_results(run)
     report = dict(run.report)
     report.update(sections, results=results, groups=groups, files=run.hashes)
+    report["n-samples"] = recount_samples(run)
     if run.ablation and report.get("ablation") is not None:
         report["ablation"] = ablation_section(run.samples, run.ablation, ablation_context(report["ablation"]), settings)
     report["config"] = {**report["config"], "scoring": settings.to_json()}

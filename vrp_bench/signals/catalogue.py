@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from vrp_bench.api.metrics import exact_match
+from vrp_bench.api.metrics import normalized_exact_match
 from vrp_bench.api.registry import Registry
 from vrp_bench.signals.consistency import majority_answer, sc_agreement, sc_entropy
 from vrp_bench.signals.generation import (
@@ -313,4 +313,4 @@ def _sc_majority(i: SignalInputs) -> str:
 @register_signal("sc_majority_correct", None, ("sc_answers", "target"), reference="target")
 def _sc_majority_correct(i: SignalInputs) -> bool:
     """Whether the SC majority matches the target by normalised exact match."""
-    return exact_match(majority_answer(i.traces.sc_answers), i.target) == 1.0
+    return normalized_exact_match(majority_answer(i.traces.sc_answers), i.target) == 1.0

@@ -22,7 +22,7 @@ from PIL import Image
 from transformers import ProcessorMixin
 
 from vrp_bench.api.instance import GenerationSettings, Request
-from vrp_bench.api.metrics import exact_match
+from vrp_bench.api.metrics import normalized_exact_match
 from vrp_bench.api.model import MODELS
 from vrp_bench.datasets.vrp_shapes import QUESTION_SETS, generate_docs
 from vrp_bench.models.families import FAMILIES, FamilyAdapter
@@ -133,7 +133,7 @@ def evaluate(family: str, pretrained: str, docs: list[dict], blank: bool = False
             for i, doc in enumerate(chunk, start)
         ]
         for doc, response in zip(chunk, vlm.generate(requests)):
-            correct += exact_match(response.text or "", doc["answer"])
+            correct += normalized_exact_match(response.text or "", doc["answer"])
     return correct / len(docs)
 
 

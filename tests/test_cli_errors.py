@@ -168,3 +168,25 @@ def test_a_vlm_subclass_without_its_own_constructor_runs_and_refuses_model_args(
         assert cli("--model", "always_yes", "--tasks", "vrp_shapes_exists_random", "--limit", "3")[0] == 0
         code, _, err = cli("--model", "always_yes", "--model_args", "k=1", "--tasks", "vrp_shapes_color")
     assert code == 2 and "has no model_arg 'k'" in err and "accepted: none" in err
+
+
+@pytest.mark.parametrize(("device", "fragment"), [("cuda:99", "CUDA device(s)"), ("gpu0", "is not a device"),
+                                                  ("meta", "VRP-Bench runs on")])
+def test_a_device_this_machine_does_not_have_is_a_one_line_error(cli, tmp_path: Path, device: str, fragment: str) -> None:
+    out = tmp_path / "out"
+    assert_usage_error(run(cli, out, "--model", "tiny_qwen2_vl", "--tasks", "vrp_shapes_color", "--limit", "2",
+                           "--device", device), "--device", fragment)
+    assert not out.exists()
+
+
+def test_device_auto_is_resolved_and_recorded(cli, tmp_path: Path) -> None:
+    import json
+
+    import torch
+
+    code, _, err = run(cli, tmp_path / "out", "--model", "tiny_qwen2_vl", "--model_args", "sc_samples=0", "--tasks",
+                       "vrp_shapes_color", "--limit", "2", "--device", "auto")
+    assert code == 0, err
+    report = json.loads(next((tmp_path / "out").rglob("*_results.json")).read_text())
+    expected = "cuda:0" if torch.cuda.is_available() else "mps:0" if torch.backends.mps.is_available() else "cpu"
+    assert report["model"]["device"] == expected and report["model"]["dtype"] == "float32"

@@ -377,3 +377,24 @@ def test_a_name_defined_twice_keeps_its_first_definition_with_a_warning_naming_b
     assert index.tasks["vrp_shapes_color"].yaml_path.parent.name == "vrp_shapes"  # the shipped one came first
     assert "'vrp_shapes_color' is defined twice" in caplog.text and "clash.yaml" in caplog.text
     assert index.problem_counts() == {"name defined twice": 1}
+
+
+def test_all_runs_the_tasks_that_suit_the_model_and_naming_one_runs_it_anyway() -> None:
+    import vrp_bench
+
+    from vrp_bench.api.model import MODELS
+
+    index = TaskIndex()
+    assert index.declared_image_size("vrp_shapes_count") == 64 and index.declared_image_size("vrp_shapes_336_count") == 336
+    vrp_bench.evaluate("constant", "vrp_shapes_color", limit=1)  # registers the built-in models
+    assert MODELS.get("tiny_llava").image_size == 64 and MODELS.get("llava").image_size is None
+    tiny = vrp_bench.evaluate("tiny_llava", "vrp_shapes*", model_args={"sc_samples": 0, "capture": False}, limit=1)
+    assert sorted(tiny.report["results"]) == sorted(n for n in index.tasks if n.startswith("vrp_shapes_")
+                                                    and "_336_" not in n)
+    assert all("its images are 336 px; model tiny_llava suits 64 px" in reason
+               for reason in tiny.report["skipped"].values()) and len(tiny.report["skipped"]) == 6
+    named = vrp_bench.evaluate("tiny_llava", "vrp_shapes_336_color", model_args={"sc_samples": 0, "capture": False},
+                               limit=1)
+    assert list(named.report["results"]) == ["vrp_shapes_336_color"]
+    floor = vrp_bench.evaluate("constant", "vrp_shapes*", limit=1)  # suits any size
+    assert len(floor.report["results"]) == 12 and not floor.report["skipped"]

@@ -116,7 +116,8 @@ _RUN_OPTIONS = [
     click.option("--limit", type=LimitType(), default=None, help="First N docs per task, or a fraction."),
     click.option("--batch_size", "--batch-size", "batch_size", type=click.IntRange(min=1), default=1,
                  show_default=True),
-    click.option("--device", default=None, help="Device for the model (e.g. cpu, cuda:0)."),
+    click.option("--device", default=None, help="Device for the model: auto (cuda, else mps, else cpu; the "
+                                                "default), cpu, cuda, cuda:N or mps."),
     click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random choice of the run."),
     click.option("--output_path", "--output-path", "output_path", type=click.Path(path_type=Path), default=None,
                  help="Folder for results; files go to <output_path>/<model>/."),

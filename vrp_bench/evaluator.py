@@ -153,14 +153,23 @@ def seed_everything(seed: int) -> None:
         sys.modules["torch"].manual_seed(seed)
 
 
-def prepare_tasks(config: RunConfig, index: TaskIndex) -> tuple[list[Task], dict[str, str], dict[str, list[str]]]:
-    """Select, build and load the tasks; returns (tasks, skipped task -> reason, group -> tasks)."""
+def prepare_tasks(
+    config: RunConfig, index: TaskIndex, image_size: int | None = None
+) -> tuple[list[Task], dict[str, str], dict[str, list[str]]]:
+    """Select, build and load the tasks; returns (tasks, skipped task -> reason, group -> tasks). Tasks reached
+    only through ``all`` or a wildcard are skipped when their data is not on this machine, or when they declare an
+    image size (``metadata: {image_size: N}``) other than the one the model suits (``image_size``: ``VLM.image_size``)."""
     names, group_names, optional = index.select(config.tasks)
     tasks: list[Task] = []
     skipped: dict[str, str] = {}
     for name in names:
         if name in optional and index.data_offline(name) != "yes":
             skipped[name] = f"data not on this machine: {index.data_offline(name)}; name the task to fetch it"
+            continue
+        declared = index.declared_image_size(name)
+        if name in optional and image_size is not None and declared is not None and declared != image_size:
+            skipped[name] = (f"its images are {declared} px; model {config.model} suits {image_size} px (name the "
+                             "task to run it anyway)")
             continue
         try:
             task = index.build(name)
@@ -202,10 +211,11 @@ def evaluate(
     if model is None:
         model_class = MODELS.get(config.model)
         model_class.check_args(config.model_args)
+        model_class.check_device(config.device)
     elif config.model_args or config.device is not None:
         raise UsageError(f"model {config.model!r} is already built: model_args and device apply only to a model "
                          "given by its registered name")
-    tasks, skipped, groups = prepare_tasks(config, index)
+    tasks, skipped, groups = prepare_tasks(config, index, (model_class if model is None else model).image_size)
     if not tasks:
         reasons = "; ".join(f"{t}: {r}" for t, r in skipped.items())
         raise UsageError(f"no selected task could be loaded ({reasons})")

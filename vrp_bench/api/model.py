@@ -40,6 +40,9 @@ class VLM(ABC):
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    image_size: ClassVar[int | None] = None
+    """The image resolution (px) the model was trained for, when it suits only that one (the tiny zoo: 64): tasks
+    that declare another (``metadata: {image_size: N}``) are skipped by ``--tasks all`` and wildcards."""
 
     @property
     def prompt_keys(self) -> tuple[str, ...]:
@@ -75,6 +78,11 @@ class VLM(ABC):
         missing = [p for p in accepted if parameters[p].default is inspect.Parameter.empty and p not in model_args]
         if missing:
             raise UsageError(f"model {cls.name!r} needs --model_args {','.join(f'{m}=...' for m in missing)}")
+
+    @classmethod
+    def check_device(cls, device: str | None) -> None:
+        """Reject a ``--device`` this machine does not have (cheap: nothing is loaded); models that place no
+        weights accept any."""
 
     @classmethod
     def from_args(cls, model_args: dict[str, Any], device: str | None = None) -> "VLM":

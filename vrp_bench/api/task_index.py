@@ -270,6 +270,13 @@ class TaskIndex:
         entry = self.tasks[name]
         return entry.data_offline(self.dataset_paths.get(entry.raw.get("dataset_path")))
 
+    def declared_image_size(self, name: str) -> int | None:
+        """The image size (px) task ``name`` declares in its metadata (``metadata: {image_size: N}``), if any."""
+        metadata = self.tasks[name].raw.get("metadata")
+        items = metadata if isinstance(metadata, list) else [metadata]
+        sizes = [item.get("image_size") for item in items if isinstance(item, dict) and "image_size" in item]
+        return int(sizes[-1]) if sizes and isinstance(sizes[-1], int) else None
+
     def build(self, name: str) -> Task:
         """The task object of an indexed task (config validated, task code imported; data not loaded), its
         dataset redirected when ``dataset_paths`` names its ``dataset_path``."""

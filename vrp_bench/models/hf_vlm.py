@@ -47,6 +47,34 @@ def fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """``--device`` as a torch device: None / "auto" -> the first of cuda, mps, cpu that this machine has; "cpu",
+    "cuda", "cuda:N", "mps" as named. A device this machine does not have is a one-line UsageError."""
+    if name is None or name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {name!r} is not a device; use one of {', '.join(DEVICES)}") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index or 0) >= count:
+            raise UsageError(f"--device {name}: this machine has {count} CUDA device(s); use --device cpu or auto")
+    elif device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise UsageError(f"--device {name}: MPS (Apple GPU) is not available here; use --device cpu or auto")
+    elif device.type != "cpu":
+        raise UsageError(f"--device {name!r}: VRP-Bench runs on {', '.join(DEVICES)}")
+    return device
+
+
 def cut_at_stop(text: str, until: Sequence[str]) -> str:
     """``text`` up to the first occurrence of any ``until`` string."""
     cut = min((text.find(stop) for stop in until if stop and stop in text), default=len(text))
@@ -106,7 +134,7 @@ class HFVLM(VLM, Intervenable):
             **hub,
         )
         if device_map is None:
-            self.model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            self.model.to(resolve_device(device))
         self.model.eval()
         self.adapter = self.adapter_class(self.model.config)
         self._fingerprint: str | None = None
@@ -123,6 +151,10 @@ class HFVLM(VLM, Intervenable):
                 f"(download it and pass --model_args pretrained=/path/to/local/dir)"
             ) from error
 
+    @classmethod
+    def check_device(cls, device: str | None) -> None:
+        resolve_device(device)
+
     @property
     def prompt_keys(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys((self.name, self.adapter_class.family)))
@@ -136,6 +168,7 @@ class HFVLM(VLM, Intervenable):
             "family": self.adapter_class.family,
             "n_layers": self.n_layers,
             "dtype": str(self.model.dtype).removeprefix("torch."),
+            "device": str(self.model.device),
             "attn_implementation": self.model.config._attn_implementation,
             "fingerprint": self._fingerprint,
             "capture": self.capture,
@@ -341,9 +374,13 @@ class ForcedTokens(LogitsProcessor):
         return forced
 
 
-def register_hf_model(name: str, adapter: type[FamilyAdapter], pretrained: str, description: str) -> type[HFVLM]:
-    """Register, as ``--model name``, an ``HFVLM`` of ``adapter``'s family loading ``pretrained`` by default."""
-    attributes = {"adapter_class": adapter, "default_pretrained": pretrained, "description": description}
+def register_hf_model(
+    name: str, adapter: type[FamilyAdapter], pretrained: str, description: str, image_size: int | None = None
+) -> type[HFVLM]:
+    """Register, as ``--model name``, an ``HFVLM`` of ``adapter``'s family loading ``pretrained`` by default
+    (``image_size``: the one resolution it suits, ``VLM.image_size``)."""
+    attributes = {"adapter_class": adapter, "default_pretrained": pretrained, "description": description,
+                  "image_size": image_size}
     return register_model(name)(type(f"HFVLM_{name}", (HFVLM,), attributes))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from vrp_bench.models.families import FAMILIES
 from vrp_bench.models.hf_vlm import register_hf_model
 from vrp_bench.zoo import CHECKPOINTS
+from vrp_bench.zoo.build import IMAGE_SIZE
 from vrp_bench.zoo.recipes import RECIPES
 
 for _family in RECIPES:
@@ -20,5 +21,6 @@ for _family in RECIPES:
             f"tiny_{_family}",
             FAMILIES[_family],
             str(_checkpoint),
-            f"tiny trained {_family} (~1M parameters, 64 px, shipped; trained on vrp_shapes)",
+            f"tiny trained {_family} (~1M parameters, {IMAGE_SIZE} px, shipped; trained on vrp_shapes)",
+            image_size=IMAGE_SIZE,
         )

@@ -460,7 +460,7 @@ class Task:
                 prompt = str(self._apply(self._doc_to_text, doc, prompt_kwargs))
             else:
                 prompt = "\n".join(p["text"] for p in _message_parts(messages) if p.get("type") == "text")
-            prompt = self._context(doc_id, run_seed, prompt_kwargs) + prompt
+            prompt = self._context(doc, doc_id, run_seed, prompt_kwargs) + prompt
             target = self.target(doc)
         except (DocError, UsageError):
             raise
@@ -478,7 +478,7 @@ class Task:
         )
         return doc, request
 
-    def _context(self, doc_id: int, run_seed: int, prompt_kwargs: dict[str, Any] | None) -> str:
+    def _context(self, doc: dict[str, Any], doc_id: int, run_seed: int, prompt_kwargs: dict[str, Any] | None) -> str:
         """What comes before the doc's own prompt: the ``description`` (a Jinja template over the doc) and, with
         ``num_fewshot``, that many solved examples (text + target_delimiter + target, joined by
         fewshot_delimiter) from the few-shot split, never the doc itself. Examples are drawn per doc with a seed
@@ -486,7 +486,7 @@ class Task:
         config = self.config
         context = ""
         if config.description:
-            context = _template(config.description).render(**self.doc(doc_id))
+            context = _template(config.description).render(**doc)
         if not config.num_fewshot:
             return context
         pool = self._fewshot_pool

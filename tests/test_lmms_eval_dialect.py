@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from vrp_bench.api.errors import UsageError
 from vrp_bench.api.filters import FILTERS, build_pipelines
 from vrp_bench.api.instance import GenerationSettings, Request
 from vrp_bench.api.metrics import METRICS
@@ -131,6 +132,24 @@ def test_few_shot_prompts_hold_solved_examples_never_the_doc_itself_and_follow_t
     assert all(e == f"{q}? a{q[1:]}" for e in examples for q in [e.split("?")[0]])
     assert task.render(3, None, {}, run_seed=0)[1].prompt == prompt
     assert {task.render(3, None, {}, run_seed=s)[1].prompt for s in range(8)} != {prompt}
+
+
+def test_chat_message_tasks_get_their_few_shot_examples_too(tmp_path: Path) -> None:
+    rows = [{"q": f"q{i}", "a": f"a{i}"} for i in range(4)]
+    write(tmp_path / "data.json", json.dumps(rows))
+    write(tmp_path / "utils.py", "def messages(doc, kwargs=None):\n"
+          "    return [{'role': 'user', 'content': [{'type': 'text', 'text': doc['q'] + '?'}]}]\n")
+    body = ("dataset_path: json\ntest_split: train\ndoc_to_messages: !function utils.messages\ndoc_to_target: a\n"
+            "dataset_kwargs:\n  data_files: data.json\nnum_fewshot: 1\nfewshot_config:\n  sampler: first_n\n")
+    write(tmp_path / "no_text.yaml", "task: no_text\n" + body)
+    with pytest.raises(UsageError, match="num_fewshot needs doc_to_text"):
+        TaskIndex([tmp_path]).build("no_text")
+    write(tmp_path / "t.yaml", "task: t\n" + body + "doc_to_text: '{{q}}?'\n")
+    task = TaskIndex([tmp_path]).build("t")
+    task.load()
+    request = task.render(2, None, {}, run_seed=0)[1]
+    texts = [part["text"] for part in request.messages[0]["content"]]
+    assert texts == ["q0? a0\n\n", "q2?"] and request.prompt == "q0? a0\n\nq2?"
 
 
 MC_ROWS = [

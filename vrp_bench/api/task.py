@@ -157,6 +157,9 @@ class TaskConfig:
         if raw.get("doc_to_target") is None:
             raise UsageError(f"{where}: no doc_to_target: the task must say what the reference answer is",
                              cause="no doc_to_target")
+        if raw.get("num_fewshot") and raw.get("doc_to_text") is None:
+            raise UsageError(f"{where}: num_fewshot needs doc_to_text (the few-shot examples are written as text)",
+                             cause="few-shot without doc_to_text")
         if output_type == "multiple_choice" and raw.get("doc_to_choice") is None:
             raise UsageError(f"{where}: a multiple_choice task needs doc_to_choice (its answer options)",
                              cause="multiple_choice without doc_to_choice")
@@ -460,7 +463,10 @@ class Task:
                 prompt = str(self._apply(self._doc_to_text, doc, prompt_kwargs))
             else:
                 prompt = "\n".join(p["text"] for p in _message_parts(messages) if p.get("type") == "text")
-            prompt = self._context(doc, doc_id, run_seed, prompt_kwargs) + prompt
+            context = self._context(doc, doc_id, run_seed, prompt_kwargs)
+            prompt = context + prompt
+            if messages is not None and context:
+                messages = _with_context(messages, context)
             target = self.target(doc)
         except (DocError, UsageError):
             raise
@@ -711,6 +717,18 @@ def _as_images(value: Any) -> list[Image.Image]:
             raise DocError(f"image does not decode: {_one_line(exc)}") from None
         images.append(item)
     return images
+
+
+def _with_context(messages: list[dict[str, Any]], context: str) -> list[dict[str, Any]]:
+    """Chat messages with ``context`` (description, few-shot examples) as the first text of the first user turn."""
+    messages = [dict(m) for m in messages]
+    for message in messages:
+        if message.get("role") == "user":
+            content = message.get("content")
+            parts = [{"type": "text", "text": content}] if isinstance(content, str) else list(content or [])
+            message["content"] = [{"type": "text", "text": context}, *parts]
+            break
+    return messages
 
 
 def _message_parts(messages: Any) -> Iterator[dict[str, Any]]:

@@ -385,7 +385,8 @@ def test_all_runs_the_tasks_that_suit_the_model_and_naming_one_runs_it_anyway() 
     from vrp_bench.api.model import MODELS
 
     index = TaskIndex()
-    assert index.declared_image_size("vrp_shapes_count") == 64 and index.declared_image_size("vrp_shapes_336_count") == 336
+    assert index.build("vrp_shapes_count").config.metadata["image_size"] == 64
+    assert index.build("vrp_shapes_336_count").config.metadata["image_size"] == 336
     vrp_bench.evaluate("constant", "vrp_shapes_color", limit=1)  # registers the built-in models
     assert MODELS.get("tiny_llava").image_size == 64 and MODELS.get("llava").image_size is None
     tiny = vrp_bench.evaluate("tiny_llava", "vrp_shapes*", model_args={"sc_samples": 0, "capture": False}, limit=1)

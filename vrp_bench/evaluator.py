@@ -163,16 +163,17 @@ def prepare_tasks(
     tasks: list[Task] = []
     skipped: dict[str, str] = {}
     for name in names:
-        if name in optional and index.data_offline(name) != "yes":
-            skipped[name] = f"data not on this machine: {index.data_offline(name)}; name the task to fetch it"
-            continue
-        declared = index.declared_image_size(name)
-        if name in optional and image_size is not None and declared is not None and declared != image_size:
-            skipped[name] = (f"its images are {declared} px; model {config.model} suits {image_size} px (name the "
-                             "task to run it anyway)")
+        data = index.data_offline(name)
+        if name in optional and data != "yes":
+            skipped[name] = f"data not on this machine: {data}; name the task to fetch it"
             continue
         try:
             task = index.build(name)
+            declared = task.config.metadata.get("image_size")
+            if name in optional and image_size is not None and isinstance(declared, int) and declared != image_size:
+                skipped[name] = (f"its images are {declared} px; model {config.model} suits {image_size} px (name "
+                                 "the task to run it anyway)")
+                continue
             task.load()
         except UsageError as exc:
             if name not in optional:

@@ -29,3 +29,9 @@ class RunError(VRPError):
     """A valid run that could not be carried out (e.g. weights that cannot be loaded)."""
 
     exit_code = 1
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message as one line: its first line, or its type's name when it has none."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

@@ -27,7 +27,7 @@ import jinja2.meta
 import jinja2.sandbox
 from PIL import Image, ImageFile
 
-from vrp_bench.api.errors import UsageError
+from vrp_bench.api.errors import UsageError, one_line
 from vrp_bench.api.filters import FilterPipeline, build_pipelines, strip_thinking
 from vrp_bench.api.instance import GenerationSettings, OptionScore, Request
 from vrp_bench.api.metrics import AGGREGATIONS, CHOICE_METRICS, METRICS, aggregate
@@ -387,7 +387,7 @@ class Task:
                     kwargs["data_files"] = _anchor_paths(kwargs["data_files"], base)
                 dataset = datasets.load_dataset(config.dataset_path, name=config.dataset_name, split=split, **kwargs)
         except Exception as exc:  # datasets raises many types; all mean "this data is not available"
-            raise UsageError(f"task {self.name!r}: cannot load dataset {config.dataset_path!r}: {_one_line(exc)}") from None
+            raise UsageError(f"task {self.name!r}: cannot load dataset {config.dataset_path!r}: {one_line(exc)}") from None
         return self._process_docs(dataset) if self._process_docs is not None else dataset
 
     def _check_fields(self) -> None:
@@ -420,7 +420,7 @@ class Task:
                     row[name] = ([decoder.decode_example(v) for v in value] if isinstance(value, list)
                                  else decoder.decode_example(value))
             except Exception as exc:
-                raise DocError(f"image column {name!r} does not decode: {_one_line(exc)}") from None
+                raise DocError(f"image column {name!r} does not decode: {one_line(exc)}") from None
         return row
 
     # -- rendering ----------------------------------------------------------------------------
@@ -471,7 +471,7 @@ class Task:
         except (DocError, UsageError):
             raise
         except Exception as exc:
-            raise DocError(f"{type(exc).__name__}: {_one_line(exc)}") from None
+            raise DocError(f"{type(exc).__name__}: {one_line(exc)}") from None
         request = Request(
             task=self.name,
             doc_id=doc_id,
@@ -579,6 +579,7 @@ class Task:
         """Per filter pipeline, the sample's ``filtered`` answer and metric values (keyed by the metric names of
         ``metric_list``; ``process_results`` may return only some of them for a doc, as lmms-eval allows)."""
         scores = {}
+        target = self.target(doc) if self._process_results is None else None
         for pipeline in self.filters:
             filtered = pipeline.apply([prediction], doc)
             results = [filtered] if not isinstance(filtered, list) else filtered
@@ -586,7 +587,6 @@ class Task:
             if self._process_results is not None:
                 values = self._call_process_results(doc, results)
             else:
-                target = self.target(doc)
                 answer = results[0] if results else ""
                 values = {s.metric: METRICS.get(s.metric)(answer, target, **s.kwargs) for s in self.config.metric_list}
             scores[pipeline.name] = {"filtered": filtered, "metrics": values}
@@ -714,7 +714,7 @@ def _as_images(value: Any) -> list[Image.Image]:
             with strict_decoding():
                 item.load()
         except Exception as exc:
-            raise DocError(f"image does not decode: {_one_line(exc)}") from None
+            raise DocError(f"image does not decode: {one_line(exc)}") from None
         images.append(item)
     return images
 
@@ -748,8 +748,3 @@ def _json_ready(value: Any) -> bool:
     if isinstance(value, dict):
         return all(isinstance(k, str) and _json_ready(v) for k, v in value.items())
     return False
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

@@ -55,10 +55,6 @@ class TaskEntry:
         return "no (hub dataset)"
 
 
-def _plain_ref(value: Any) -> str:
-    return f"!function {value.dotted_name}" if isinstance(value, FunctionRef) else repr(value)
-
-
 def _flatten(value: Any) -> Iterable[str]:
     if isinstance(value, str):
         yield value
@@ -135,7 +131,7 @@ class TaskIndex:
             return
         if "class" in raw:
             name = str(raw.get("task"))
-            self._problem(path, "Python-class task", f"{path}: task {name!r} is a Python class ({_plain_ref(raw['class'])}); "
+            self._problem(path, "Python-class task", f"{path}: task {name!r} is a Python class ({raw['class'] if isinstance(raw['class'], FunctionRef) else repr(raw['class'])}); "
                           "VRP-Bench runs YAML-defined tasks only", name)
         elif "group" in raw and isinstance(raw.get("task"), list):
             self._add_group(raw, path)
@@ -269,13 +265,6 @@ class TaskIndex:
         """Whether task ``name``'s data is on this machine (after ``dataset_paths``): "yes" or "no (reason)"."""
         entry = self.tasks[name]
         return entry.data_offline(self.dataset_paths.get(entry.raw.get("dataset_path")))
-
-    def declared_image_size(self, name: str) -> int | None:
-        """The image size (px) task ``name`` declares in its metadata (``metadata: {image_size: N}``), if any."""
-        metadata = self.tasks[name].raw.get("metadata")
-        items = metadata if isinstance(metadata, list) else [metadata]
-        sizes = [item.get("image_size") for item in items if isinstance(item, dict) and "image_size" in item]
-        return int(sizes[-1]) if sizes and isinstance(sizes[-1], int) else None
 
     def build(self, name: str) -> Task:
         """The task object of an indexed task (config validated, task code imported; data not loaded), its

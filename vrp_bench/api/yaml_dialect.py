@@ -21,12 +21,19 @@ import yaml
 from vrp_bench.api.errors import UsageError
 
 
+FUNCTION_TAG = "!function "
+"""How a ``FunctionRef`` is spelled in YAML and wherever a config is written back (reports): ``!function module.name``."""
+
+
 @dataclass(frozen=True)
 class FunctionRef:
     """``!function module.attr`` written in ``yaml_dir``: a callable resolved on demand."""
 
     dotted_name: str
     yaml_dir: Path
+
+    def __str__(self) -> str:
+        return f"{FUNCTION_TAG}{self.dotted_name}"
 
     def resolve(self) -> Callable[..., Any]:
         """Import the function: ``module.py`` beside the YAML first, else an importable module."""

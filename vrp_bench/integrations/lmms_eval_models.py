@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -59,13 +58,14 @@ from PIL import Image
 from tqdm import tqdm
 
 import vrp_bench
-from vrp_bench.api.errors import UsageError
+from vrp_bench.api.errors import UsageError, one_line
 from vrp_bench.api.files import write_files_atomically
 from vrp_bench.api.instance import GenerationSettings, OptionScore, Request, Response
 from vrp_bench.api.model import MODELS, VLM
 from vrp_bench.api.task import stable_seed
 from vrp_bench.builtins import register_builtins
 from vrp_bench.integrations.lmms_eval_manifests import class_name, lmms_name
+from vrp_bench.report.writer import json_text, jsonl_text
 from vrp_bench.signals.compute import compute_signals
 from vrp_bench.signals.inputs import SignalInputs
 
@@ -213,7 +213,7 @@ class VRPModel(lmms):
                 sample.option = str(second(doc) if callable(second) else second)
             sample.request.images = _images(doc_to_visual(doc)) if doc_to_visual is not None else []
         except Exception as exc:  # this doc's data (a corrupt image, a doc_to_* function failing on it)
-            sample.error = f"{type(exc).__name__}: {_one_line(exc)}"
+            sample.error = f"{type(exc).__name__}: {one_line(exc)}"
         return sample
 
     def _checked(self, outputs: list[Any], asked: list[Any], what: str) -> list[Any]:
@@ -265,9 +265,7 @@ class VRPModel(lmms):
         """Rewrite VRP's files (signals JSONL and report) with every record so far, atomically."""
         if self.files is None:
             return
-        signals_text = "".join(json.dumps(r, default=_jsonable, allow_nan=False) + "\n" for r in _finite(self.records))
-        write_files_atomically({self.files.signals: signals_text,
-                                self.files.report: json.dumps(self.report(), indent=2, default=_jsonable) + "\n"})
+        write_files_atomically({self.files.signals: jsonl_text(self.records), self.files.report: json_text(self.report())})
 
     def report(self) -> dict[str, Any]:
         """VRP's summary of this lmms-eval run: model, settings, counts and per task the signals captured."""
@@ -481,25 +479,6 @@ def _images(visuals: Any) -> list[Image.Image]:
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
-
-
-def _jsonable(value: Any) -> Any:
-    """numpy scalars and arrays (and anything else) as JSON."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return str(value)
-
-
-def _finite(records: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """Records with non-finite numbers as None (strict JSON)."""
-    for record in records:
-        yield {key: (None if isinstance(value, float) and not math.isfinite(value) else value)
-               for key, value in record.items()}
 
 
 def lmms_class(vrp_name: str) -> type[VRPModel]:

@@ -41,9 +41,10 @@ import vrp_bench
 from vrp_bench.api.errors import UsageError
 from vrp_bench.api.files import content_hash
 from vrp_bench.api.metrics import AGGREGATIONS
+from vrp_bench.api.yaml_dialect import FUNCTION_TAG
 from vrp_bench.evaluator import correctness_of
 from vrp_bench.report.comparability import doc_sets_of
-from vrp_bench.report.results import FUNCTION_TAG, samples_entry
+from vrp_bench.report.results import samples_entry
 from vrp_bench.report.run_files import RESULTS_SUFFIX, RunFiles
 from vrp_bench.report.saved_run import RecomputedScores, SavedRun, load_run, read_report
 from vrp_bench.report.schema import SCHEMA_ID

@@ -34,8 +34,6 @@ PACKAGES = ("torch", "transformers", "datasets", "numpy", "scipy", "scikit-learn
 FILTER = "none"  # lmms-eval's "metric,filter" key suffix; VRP-Bench applies no answer filters yet
 COUNT_KEYS = ("n", "n_errors")
 """The sample counts of the old layout's ``results`` and ``groups`` entries (``counts_in_results``)."""
-FUNCTION_TAG = "!function "
-"""How a task config value that names task code (``FunctionRef``) is written: ``!function module.name``."""
 
 
 def package_versions() -> dict[str, str | None]:
@@ -67,7 +65,7 @@ def source_git_hash() -> str | None:
 def _plain(value: Any) -> Any:
     """A task config value as JSON: ``!function`` references keep their YAML spelling."""
     if isinstance(value, FunctionRef):
-        return f"{FUNCTION_TAG}{value.dotted_name}"
+        return str(value)
     if isinstance(value, MetricSpec):
         return _plain(value.as_entry())
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

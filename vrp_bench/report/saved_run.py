@@ -15,12 +15,12 @@ from typing import Any
 from vrp_bench.api.errors import UsageError
 from vrp_bench.api.files import content_hash
 from vrp_bench.api.metrics import aggregate
+from vrp_bench.api.yaml_dialect import FUNCTION_TAG
 from vrp_bench.evaluator import correctness_of
 from vrp_bench.interventions import ablation_context, ablation_section
 from vrp_bench.report.comparability import doc_sets_of
 from vrp_bench.report.results import (
     FILTER,
-    FUNCTION_TAG,
     counts_in_results,
     groups_section,
     read_traces,

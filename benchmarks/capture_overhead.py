@@ -1,20 +1,23 @@
 """Cost of VRP-Bench's instrumented generation vs plain greedy ``generate``, measured side by side.
 
-Random models of the real architectures with realistic sequence shapes (LLaVA-1.5: 336 px / patch 14 =
-576 image tokens; Qwen2-VL at 896 px: 1,024 image tokens after the 2x2 merge) answer the same prompts in
-one process, in alternation, under four conditions:
+A model of each shape (``benchmarks.shapes``: the real architectures at tiny or at real widths, with real
+sequence lengths) answers the same prompt in one process, in alternation, under these conditions:
 
 - plain: greedy ``generate`` with sdpa (what an evaluation harness runs);
 - instrumented: VRP-Bench's one greedy pass with attention-row, hidden-state and logit captures;
-- instrumented + SC: the above plus K = 10 self-consistency samples from one shared prefill;
-- study: the study's approach, eager attention with output_attentions / hidden states / scores, then
-  K = 10 separate sampled ``generate`` calls.
+- instrumented_sc: the above plus K self-consistency samples from one shared prefill (what ``vrp-bench run``
+  does per doc with its default K = 10);
+- study: the study's approach, eager attention with output_attentions / hidden states / scores, then K
+  separate sampled ``generate`` calls (tiny widths only: at real widths it is K + 1 prefills, over 10x plain,
+  and would take most of the time budget);
+- sc_prefill (not a condition, a component): the self-consistency prompt prefill alone, to split the
+  self-consistency cost into that prefill and the K-sample decoding.
 
-Peak extra memory (resident-set growth during the call, sampled every millisecond; the median of three
-fresh subprocesses per condition) is reported as a ratio to plain; on a CPU it is a noisy measure. Only ratios measured in the same run are meaningful. Targets: <= 1.3x
-(instrumented), <= 2.5x (instrumented + SC), <= 1.5x extra memory.
+Peak extra memory is, on a CPU, the resident-set growth during one call, sampled every millisecond after a
+warm-up call (the median of fresh subprocesses); on CUDA, the peak of allocated memory above what was allocated
+before the call. Targets: instrumented <= 1.3x plain, instrumented + SC <= 2.5x, extra memory <= 1.5x.
 
-    python benchmarks/capture_overhead.py [--samples 6] [--new-tokens 8] [--threads 2]
+    python -m benchmarks.capture_overhead [--shapes llava_tiny qwen2_vl_2b] [--samples 3] [--device cpu]
 """
 
 from __future__ import annotations
@@ -28,70 +31,69 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from PIL import Image
 
-from vrp_bench.models.families import FAMILIES
+from benchmarks.common import REPO, interleaved_seconds, resolve, synchronize
+from benchmarks.shapes import SHAPES, Built, Shape, build
 from vrp_bench.models.instrumented import instrumented_generate
-from vrp_bench.models.self_consistency import shared_prefill_samples
-from vrp_bench.zoo.build import build_tiny
+from vrp_bench.models.self_consistency import prompt_cache, shared_prefill_samples
 
-SHAPES = {"llava": (336, 14), "qwen2_vl": (896, 14)}
 CONDITIONS = ("plain", "instrumented", "instrumented_sc", "study")
+SC_PREFILL = "sc_prefill"
 K = 10
-MEMORY_REPEATS = 3  # resident-set peaks are noisy: the median of fresh processes
+NEW_TOKENS = 8
 
 
-def setup(family: str) -> tuple[Any, Any, Any, Any]:
-    image_size, patch_size = SHAPES[family]
-    model, processor = build_tiny(family, seed=0, image_size=image_size, patch_size=patch_size)
-    model.eval()
-    adapter = FAMILIES[family](model.config)
-    image = Image.effect_noise((image_size, image_size), 64).convert("RGB")
-    prompt = adapter.build_prompt(processor, "what color is the square ?", 1)
-    inputs = processor(images=[[image]], text=[prompt], return_tensors="pt")
-    inputs.pop("labels", None)
-    return model, processor, adapter, inputs
+def conditions_of(shape: Shape) -> tuple[str, ...]:
+    """The conditions measured on ``shape`` (the study's approach only at tiny widths)."""
+    return CONDITIONS[:3] if shape.realistic else CONDITIONS
 
 
-def run_condition(condition: str, model: Any, processor: Any, adapter: Any, inputs: Any, new_tokens: int) -> None:
-    pad = processor.tokenizer.pad_token_id
-    greedy = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "do_sample": False, "pad_token_id": pad}
-    sampled = {**greedy, "do_sample": True, "temperature": 0.7, "top_p": 0.9, "top_k": 0}
-    if condition == "plain":
+def generation_kwargs(built: Built, new_tokens: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Greedy and sampled settings of exactly ``new_tokens`` steps (sampling: VRP-Bench's SC defaults)."""
+    greedy = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "do_sample": False,
+              "pad_token_id": built.processor.tokenizer.pad_token_id}
+    return greedy, {**greedy, "do_sample": True, "temperature": 0.7, "top_p": 0.9, "top_k": 0}
+
+
+def condition_call(condition: str, built: Built, new_tokens: int, k: int) -> Callable[[], Any]:
+    """One call of ``condition`` on ``built``'s prompt."""
+    model, inputs = built.model, built.inputs
+    greedy, sampled = generation_kwargs(built, new_tokens)
+
+    def plain() -> None:
         with torch.inference_mode():
             model.generate(**inputs, **greedy)
-    elif condition in ("instrumented", "instrumented_sc"):
-        instrumented_generate(model, adapter, processor, inputs, greedy, ["red"])
-        if condition == "instrumented_sc":
-            shared_prefill_samples(model, inputs, K, sampled, seed=0)
-    else:
+
+    def instrumented() -> None:
+        instrumented_generate(model, built.adapter, built.processor, inputs, greedy, ["red"])
+
+    def instrumented_sc() -> None:
+        instrumented()
+        shared_prefill_samples(model, inputs, k, sampled, seed=0)
+
+    def sc_prefill() -> None:
+        with torch.inference_mode():
+            prompt_cache(model, inputs)
+
+    def study() -> None:
         model.set_attn_implementation("eager")
         try:
             with torch.inference_mode():
                 model.generate(**inputs, **greedy, return_dict_in_generate=True, output_attentions=True,
                                output_hidden_states=True, output_scores=True)
-                for seed in range(K):
+                for seed in range(k):
                     torch.manual_seed(seed)
                     model.generate(**inputs, **sampled)
         finally:
             model.set_attn_implementation("sdpa")
 
-
-def time_family(family: str, samples: int, new_tokens: int) -> dict[str, float]:
-    """Median seconds per sample of every condition, conditions interleaved sample by sample."""
-    model, processor, adapter, inputs = setup(family)
-    for condition in CONDITIONS:  # warm-up
-        run_condition(condition, model, processor, adapter, inputs, new_tokens)
-    times: dict[str, list[float]] = {c: [] for c in CONDITIONS}
-    for _ in range(samples):
-        for condition in CONDITIONS:
-            start = time.perf_counter()
-            run_condition(condition, model, processor, adapter, inputs, new_tokens)
-            times[condition].append(time.perf_counter() - start)
-    return {c: statistics.median(t) for c, t in times.items()}
+    calls = {"plain": plain, "instrumented": instrumented, "instrumented_sc": instrumented_sc,
+             SC_PREFILL: sc_prefill, "study": study}
+    return calls[condition]
 
 
 def resident_mib() -> float:
@@ -100,12 +102,18 @@ def resident_mib() -> float:
         return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def peak_extra_memory(family: str, condition: str, new_tokens: int) -> float:
-    """Peak resident-set growth (MiB) during one call of ``condition``, sampled every millisecond,
-    after the model is loaded and the condition warmed up once."""
-    model, processor, adapter, inputs = setup(family)
-    run_condition(condition, model, processor, adapter, inputs, new_tokens)
+def peak_extra_mib(call: Callable[[], Any], device: torch.device) -> float:
+    """Peak memory growth (MiB) during one ``call`` (after a warm-up call): allocated device memory on CUDA,
+    else the process's resident set, sampled every millisecond."""
+    call()
     gc.collect()
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        baseline = torch.cuda.memory_allocated(device)
+        call()
+        synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - baseline) / 2**20
     baseline, peak, done = resident_mib(), [0.0], threading.Event()
 
     def sample() -> None:
@@ -116,45 +124,72 @@ def peak_extra_memory(family: str, condition: str, new_tokens: int) -> float:
     sampler = threading.Thread(target=sample)
     sampler.start()
     try:
-        run_condition(condition, model, processor, adapter, inputs, new_tokens)
+        call()
     finally:
         done.set()
         sampler.join()
     return max(peak[0] - baseline, 0.0)
 
 
-def main() -> None:
+def memory_in_subprocess(shape: Shape, condition: str, new_tokens: int, k: int, threads: int) -> float:
+    """``peak_extra_mib`` of ``condition`` measured in a fresh CPU process (what earlier calls left allocated
+    would otherwise hide part of the growth)."""
+    command = [sys.executable, "-m", "benchmarks.capture_overhead", "--memory-of", shape.key, condition,
+               "--new-tokens", str(new_tokens), "--k", str(k), "--threads", str(threads)]
+    result = subprocess.run(command, capture_output=True, text=True, check=True, cwd=REPO)
+    return float(result.stdout.split()[-1])
+
+
+def measure(shape: Shape, samples: int, device: torch.device, dtype: torch.dtype, memory_repeats: int,
+            new_tokens: int = NEW_TOKENS, k: int = K) -> dict[str, Any]:
+    """Parameters and prompt tokens of ``shape``; seconds per call of every condition (and of the SC prefill),
+    their ratios to plain, and the peak extra memory of each condition (median of ``memory_repeats`` fresh
+    processes on a CPU)."""
+    built = build(shape, device, dtype)
+    conditions = conditions_of(shape)
+    calls = {name: condition_call(name, built, new_tokens, k) for name in (*conditions, SC_PREFILL)}
+    seconds = interleaved_seconds(calls, samples, device)
+    facts = {"parameters": built.parameters, "prompt_tokens": built.prompt_tokens}
+    on_device = {c: peak_extra_mib(calls[c], device) for c in conditions} if device.type == "cuda" else None
+    del calls, built
+    gc.collect()  # this process's model goes before the fresh processes build theirs
+    threads = torch.get_num_threads()
+    memory = on_device or {c: statistics.median(memory_in_subprocess(shape, c, new_tokens, k, threads)
+                                                for _ in range(memory_repeats)) for c in conditions}
+    plain = seconds["plain"]
+    sc_decode = seconds["instrumented_sc"] - seconds["instrumented"] - seconds[SC_PREFILL]
+    return {
+        "label": shape.label,
+        **facts,
+        "seconds": seconds,
+        "time_ratio_vs_plain": {c: seconds[c] / plain for c in conditions},
+        "sc_split_vs_plain": {"prefill": seconds[SC_PREFILL] / plain, "k_sample_decoding": sc_decode / plain},
+        "extra_memory_mib": memory,
+        "extra_memory_ratio_vs_plain": {c: memory[c] / memory["plain"] if memory["plain"] > 0 else None
+                                        for c in conditions},
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=6)
-    parser.add_argument("--new-tokens", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--families", nargs="+", default=list(SHAPES), choices=list(SHAPES))
-    parser.add_argument("--memory-of", nargs=2, metavar=("FAMILY", "CONDITION"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--samples", type=int, default=3)
+    parser.add_argument("--memory-repeats", type=int, default=3)
+    parser.add_argument("--new-tokens", type=int, default=NEW_TOKENS)
+    parser.add_argument("--k", type=int, default=K)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--memory-of", nargs=2, metavar=("SHAPE", "CONDITION"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    device, dtype = resolve(args.device)
     if args.memory_of:
-        print(peak_extra_memory(*args.memory_of, args.new_tokens))
+        shape, condition = SHAPES[args.memory_of[0]], args.memory_of[1]
+        built = build(shape, device, dtype)
+        print(peak_extra_mib(condition_call(condition, built, args.new_tokens, args.k), device))
         return
-    report: dict[str, Any] = {"threads": args.threads, "new_tokens": args.new_tokens, "k": K, "families": {}}
-    for family in args.families:
-        seconds = time_family(family, args.samples, args.new_tokens)
-        memory = {condition: statistics.median(
-            float(subprocess.run(
-                [sys.executable, __file__, "--memory-of", family, condition, "--new-tokens", str(args.new_tokens),
-                 "--threads", str(args.threads)], capture_output=True, text=True, check=True).stdout.split()[-1])
-            for _ in range(MEMORY_REPEATS)) for condition in CONDITIONS}
-        report["families"][family] = {
-            "seconds_per_sample": seconds,
-            "time_ratio_vs_plain": {c: seconds[c] / seconds["plain"] for c in CONDITIONS},
-            "extra_memory_mib": memory,
-            "extra_memory_ratio_vs_plain": {c: memory[c] / memory["plain"] if memory["plain"] > 0 else None
-                                            for c in CONDITIONS},
-        }
-        ratios = report["families"][family]["time_ratio_vs_plain"]
-        mem = report["families"][family]["extra_memory_ratio_vs_plain"]
-        print(f"{family}: time x{ratios['instrumented']:.2f} instrumented, x{ratios['instrumented_sc']:.2f} "
-              f"+SC(K={K}), x{ratios['study']:.2f} study; extra memory "
-              + ", ".join(f"{c} x{mem[c]:.2f}" if mem[c] is not None else f"{c} -" for c in CONDITIONS[1:]))
+    report = {key: measure(SHAPES[key], args.samples, device, dtype, args.memory_repeats, args.new_tokens, args.k)
+              for key in args.shapes}
     print(json.dumps(report, indent=2))
 
 

@@ -151,3 +151,27 @@ def test_fusion_is_out_of_fold_and_scores_like_any_signal():
     assert scored["n"] == 380 and scored["statistics"]["auroc"]["value"] > 0.8 and "brier" in scored["statistics"]
     json.dumps(fused)
     assert fuse_signals({"entropy": list(informative)}, np.ones(400), seed=0)["reason"] is not None
+
+
+def test_batched_logistic_fits_match_sklearn():
+    """``scoring.logistic``: every fit of one batch (other layers, other training rows, a constant feature, a
+    nearly separable problem) reaches sklearn's optimum of the same objective on sklearn-standardised features."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from vrp_bench.scoring.logistic import fit_l2_logistic
+
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(240, 3, 16))
+    features[:, :, 4] = 2.5  # constant: scale 1, weight 0
+    labels = (3.0 * features[:, 2, 0] + 0.3 * rng.normal(size=240) > 0).astype(int)
+    problems = [(layer, np.sort(rng.choice(240, size, replace=False))) for layer in range(3) for size in (60, 180)]
+    for (layer, train), (scaler, fit) in zip(problems, fit_l2_logistic(features, labels, problems)):
+        reference_scaler = StandardScaler().fit(features[train, layer])
+        reference = LogisticRegression(C=1.0, tol=1e-12, max_iter=10_000).fit(
+            reference_scaler.transform(features[train, layer]), labels[train])
+        assert np.allclose(scaler.mean_, reference_scaler.mean_) and np.allclose(scaler.scale_, reference_scaler.scale_)
+        assert np.abs(fit.coef_ - reference.coef_).max() < 1e-5
+        assert abs(fit.intercept_[0] - reference.intercept_[0]) < 1e-5
+        z = scaler.transform(features[:, layer])
+        assert np.abs(fit.predict_proba(z) - reference.predict_proba(z)).max() < 1e-5

@@ -129,10 +129,21 @@ _RUN_OPTIONS = [
                  type=click.FloatRange(min=0, max=1, max_open=True), default=None,
                  help="End the run (exit 1, nothing written) when a task's share of failed docs exceeds this "
                       "[default: only when every doc of a task failed]."),
+    click.option("--cache_dir", "--cache-dir", "cache_dir", type=click.Path(path_type=Path), default=None,
+                 help="Keep finished samples here and reuse them on a re-run of the same model, task, docs and "
+                      "settings [default: <output_path>/<model>/cache; none without --output_path]."),
+    click.option("--no_cache", "--no-cache", "no_cache", is_flag=True,
+                 help="Neither reuse nor keep finished samples."),
+    click.option("--threads", type=click.IntRange(min=1), default=None,
+                 help="CPU threads for the model [default: the idle cores, or OMP_NUM_THREADS]."),
     click.option("--sc_samples", "--sc-samples", "sc_samples", type=click.IntRange(min=0), default=None,
                  help="Self-consistency samples per doc (0 disables); same as --model_args sc_samples=K."),
     click.option("--save_traces", "--save-traces", "save_traces", is_flag=True,
-                 help="Also write hidden states (float16 .npz per task) for re-scoring probes later."),
+                 help="Also write hidden states (float16) and attention maps (float32), an .npz per task, for "
+                      "re-scoring probes later and the run report's heatmaps."),
+    click.option("--plots", is_flag=True,
+                 help="Then draw the run's pictures and report.html into <run folder>/plots/ (implies --log_samples "
+                      "and --save_traces; see `vrp-bench plot`)."),
     *_scoring_options(rescoring=False),
     click.option("--verbosity", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
                  default="INFO", show_default=True),
@@ -230,7 +241,7 @@ def _run(options: dict[str, Any], ablation_settings: AblationSettings | None) ->
 
         click.echo(_tasks_table(TaskIndex(options["include_paths"])))
         return
-    for flag in ("log_samples", "save_traces"):
+    for flag in ("log_samples", "save_traces", "plots"):
         if options[flag] and options["output_path"] is None:
             raise UsageError(f"--{flag} needs --output_path (where to write the per-sample files)")
     model_args = parse_key_values(options["model_args"], "--model_args")
@@ -255,14 +266,21 @@ def _run(options: dict[str, Any], ablation_settings: AblationSettings | None) ->
         scoring=_scoring_settings(options, ScoringSettings(seed=options["seed"])),
         ablation=ablation_settings,
         output_path=options["output_path"],
-        log_samples=options["log_samples"],
-        save_traces=options["save_traces"],
+        log_samples=options["log_samples"] or options["plots"],
+        save_traces=options["save_traces"] or options["plots"],
         progress=progress,
         command_line=" ".join(shlex.quote(a) for a in ["vrp-bench", *sys.argv[1:]]),
+        cache=not options["no_cache"],
+        cache_dir=options["cache_dir"],
+        threads=options["threads"],
     )
+    if result is None:  # a data-parallel process other than the first: the first reports
+        return
     click.echo(summary_table(result.report))
     if result.files is not None:
         click.echo(f"wrote {len(result.written)} file(s) to {result.files.folder}")
+    if options["plots"]:
+        _write_pictures(result.files.results, None, None)
 
 
 def _tasks_table(index: Any) -> str:
@@ -388,6 +406,30 @@ def score_command(path: Path, output: Path | None, **scoring_flags: Any) -> None
     if output is not None:
         write_files_atomically({output: json_text(report)})
         click.echo(f"wrote {output}")
+
+
+def _write_pictures(path: Path, output: Path | None, layers: str | None) -> None:
+    from vrp_bench.report.html_report import write_run_report
+    from vrp_bench.report.plot_inputs import check_layers
+
+    written = write_run_report(path, output, check_layers(layers))
+    click.echo(f"wrote {len(written) - 1} picture(s) and {written[-1]}")
+
+
+@cli.command("plot")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--output", type=click.Path(path_type=Path), default=None,
+              help="Folder for the PNGs and report.html (default: plots/ beside the results file).")
+@click.option("--layers", default=None,
+              help="Heatmap layers, a comma list (negative: from the last), of the decoder and the vision encoder "
+                   "alike [default: first, middle, last].")
+def plot_command(path: Path, output: Path | None, layers: str | None) -> None:
+    """Draw a saved run's pictures (PNG: per-layer profiles, attention heatmaps with the ground-truth boxes,
+    reliability diagrams, risk-coverage curves, probe AUROC per layer, ablation curves) and a self-contained
+    report.html with its summary tables beside them; a picture the run lacks the data for is listed with the
+    reason. PATH: a results file or its folder (with its --log_samples / --save_traces files for the per-sample
+    pictures)."""
+    _write_pictures(path, output, layers)
 
 
 @cli.command("regress")

@@ -75,6 +75,8 @@ class SampleRecord:
     error: str | None = None
     hidden_states: dict[HiddenPosition, np.ndarray] = field(default_factory=dict)
     """Per captured position, [n_layers, hidden] float16 (kept for probes, never in the JSONL)."""
+    attention_maps: dict[str, np.ndarray] = field(default_factory=dict)
+    """``Traces.attention_maps`` (written with ``--save_traces`` for the run report's heatmaps, never in the JSONL)."""
 
     def to_json(self) -> dict[str, Any]:
         """The per-sample log line, with lmms-eval's ``resps`` / ``filtered_resps`` keys (``filtered_resps`` as
@@ -185,10 +187,33 @@ def prepare_tasks(
     return tasks, skipped, groups
 
 
+class RecordCache(Protocol):
+    """Finished samples kept across runs (``sample_cache.SampleCache``): a batch whose every doc is cached is
+    not run again."""
+
+    def key(self, task: Task, request: Request, doc_hash: str | None) -> str: ...
+
+    def load(self, key: str, doc_id: int) -> SampleRecord | None: ...
+
+    def store(self, key: str, record: SampleRecord) -> None: ...
+
+
+class Shards(Protocol):
+    """How the batches are shared out among processes (``distributed.ProcessGroup``): this process answers
+    ``mine(batch index)`` and the first process gathers every process's records."""
+
+    def mine(self, batch: int) -> bool: ...
+
+    def gather(self, records: list[SampleRecord] | BaseException) -> list[SampleRecord] | None: ...
+
+
 class Progress(Protocol):
     """What ``evaluate`` reports progress to (a ``tqdm`` bar fits)."""
 
     def update(self, n: int) -> Any: ...
+
+    def set_postfix_str(self, s: str) -> Any:
+        """Say what is being worked on (the task, the ablation condition)."""
 
     def close(self) -> Any: ...
 
@@ -200,7 +225,9 @@ def evaluate(
     progress: Callable[[int], Progress] | None = None,
     check_model: Callable[[VLM], None] = lambda model: None,
     model: VLM | None = None,
-) -> RunResult:
+    make_cache: Callable[[VLM], RecordCache | None] = lambda model: None,
+    shards: Shards | None = None,
+) -> RunResult | None:
     """Run ``config``.
 
     ``before_model`` runs after all validation, just before the model is built (the output folder
@@ -208,6 +235,9 @@ def evaluate(
     (e.g. that it can be ablated). ``progress(total_docs)`` makes the progress reporter.
     ``model``: an already-built model to run instead of building the registered ``config.model``
     (which then only names it; ``config.model_args`` and ``config.device`` must be empty).
+    ``make_cache(model)``: where finished samples are looked up and kept (None: nowhere). ``shards``: this
+    process answers only its share of each task's batches and the first process gathers them; every other
+    process gets None.
     """
     if model is None:
         model_class = MODELS.get(config.model)
@@ -225,31 +255,58 @@ def evaluate(
     if model is None:
         model = model_class.from_args(config.model_args, device=config.device)
     check_model(model)
+    cache = make_cache(model)
     plan = [(task, resolve_limit(config.limit, len(task))) for task in tasks]
     bar = progress(sum(n for _, n in plan)) if progress is not None else None
     results = {}
     try:
         for task, n in plan:
-            records = run_task(task, model, config, n, bar)
+            if bar is not None:
+                bar.set_postfix_str(task.name)
+            if shards is None:
+                records: list[SampleRecord] | None = run_task(task, model, config, n, bar, cache)
+            else:
+                records = shards.gather(_run_share(task, model, config, n, bar, cache, shards))
+            if records is None:
+                continue
             check_failures(task.name, records, config.max_failed_share)
             results[task.name] = aggregate_task(task, len(task), records, config.output_folder)
     finally:
         if bar is not None:
             bar.close()
+    if shards is not None and not results:
+        return None
     return RunResult(config, model, results, skipped, groups)
 
 
-def run_task(task: Task, model: VLM, config: RunConfig, n: int, progress: Progress | None) -> list[SampleRecord]:
-    """Answer and score the first ``n`` docs of ``task`` in batches of ``config.batch_size``."""
+def _run_share(task: Task, model: VLM, config: RunConfig, n: int, progress: Progress | None,
+               cache: RecordCache | None, shards: Shards) -> list[SampleRecord] | BaseException:
+    """This process's share of ``task`` (``run_task`` on its batches), or what it raised (sent to the first
+    process, which ends the run with it, instead of leaving it waiting)."""
+    try:
+        return run_task(task, model, config, n, progress, cache, shards.mine)
+    except Exception as error:  # the gather re-raises it on the first process, where the run is reported
+        return error
+
+
+def run_task(
+    task: Task, model: VLM, config: RunConfig, n: int, progress: Progress | None,
+    cache: RecordCache | None = None, mine: Callable[[int], bool] = lambda batch: True,
+) -> list[SampleRecord]:
+    """Answer and score the first ``n`` docs of ``task`` in batches of ``config.batch_size`` (those batches that
+    are ``mine``); a batch whose every doc is in ``cache`` is taken from it, any other is answered and kept."""
     prompt_kwargs = task.prompt_kwargs(model.prompt_keys)
     records: list[SampleRecord] = []
-    for start in range(0, n, config.batch_size):
+    for batch, start in enumerate(range(0, n, config.batch_size)):
+        if not mine(batch):
+            continue
         batch_ids = range(start, min(n, start + config.batch_size))
         requests: list[Request] = []
         pending: list[tuple[SampleRecord, dict[str, Any], Request]] = []
+        batch_records: list[SampleRecord] = []
         for doc_id in batch_ids:
             record = SampleRecord(doc_id)
-            records.append(record)
+            batch_records.append(record)
             try:
                 doc, request = task.render(doc_id, prompt_kwargs, config.gen_kwargs, config.seed)
             except DocError as exc:
@@ -260,17 +317,32 @@ def run_task(task: Task, model: VLM, config: RunConfig, n: int, progress: Progre
             record.doc_hash = doc_hash(record.doc, request.target, request.images)
             requests.append(request)
             pending.append((record, doc, request))
-        if task.scored_by_likelihood:
-            score_by_likelihood(task, model, pending)
+        keys = [cache.key(task, request, record.doc_hash) for record, _, request in pending] if cache else []
+        cached = [cache.load(key, record.doc_id) for key, (record, _, _) in zip(keys, pending)] if cache else []
+        if cache is not None and all(hit is not None for hit in cached):
+            fresh = {hit.doc_id: hit for hit in cached if hit is not None}
+            batch_records = [fresh.get(record.doc_id, record) for record in batch_records]
         else:
-            responses = model.generate(requests) if requests else []
-            if len(responses) != len(requests):
-                raise RunError(f"model {model.name!r} returned {len(responses)} answers for {len(requests)} requests")
-            for (record, doc, request), response in zip(pending, responses):
-                score_record(task, record, doc, request, response)
+            _answer(task, model, pending, requests)
+            for key, (record, _, _) in zip(keys, pending):
+                cache.store(key, record)  # type: ignore[union-attr]
+        records += batch_records
         if progress is not None:
             progress.update(len(batch_ids))
     return records
+
+
+def _answer(task: Task, model: VLM, pending: Sequence[tuple[SampleRecord, dict[str, Any], Request]],
+            requests: list[Request]) -> None:
+    """Answer one batch and fill its records (generated answers, or options scored by likelihood)."""
+    if task.scored_by_likelihood:
+        score_by_likelihood(task, model, pending)
+        return
+    responses = model.generate(requests) if requests else []
+    if len(responses) != len(requests):
+        raise RunError(f"model {model.name!r} returned {len(responses)} answers for {len(requests)} requests")
+    for (record, doc, request), response in zip(pending, responses):
+        score_record(task, record, doc, request, response)
 
 
 def score_record(
@@ -286,6 +358,7 @@ def score_record(
     record.signals = computed.values
     record.signal_errors = computed.errors
     record.hidden_states = response.traces.hidden_states()
+    record.attention_maps = response.traces.attention_maps()
     record.prediction = response.text
     try:
         scores = task.score(doc, response.text)

@@ -15,6 +15,7 @@ into its arguments and print what it returns; a notebook or another harness call
 from __future__ import annotations
 
 import inspect
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,11 +29,14 @@ from vrp_bench.api.model import VLM
 from vrp_bench.api.task_index import TaskIndex
 from vrp_bench.api.traces import LAST_PROMPT
 from vrp_bench.builtins import register_builtins
+from vrp_bench.cpu_threads import set_threads
+from vrp_bench.distributed import ProcessGroup, launched
 from vrp_bench.evaluator import Progress, RunConfig, RunResult
 from vrp_bench.report.results import build_report, hidden_states, probe_files, sample_logs, traces_npz
 from vrp_bench.report.run_files import RunFiles
 from vrp_bench.report.schema import require_valid
 from vrp_bench.report.writer import check_writable, json_text, jsonl_text
+from vrp_bench.sample_cache import SampleCache
 from vrp_bench.scoring.probes import ProbeFits
 from vrp_bench.scoring.sections import score_sections
 from vrp_bench.scoring.settings import ScoringSettings
@@ -40,6 +44,8 @@ from vrp_bench.scoring.settings import ScoringSettings
 if TYPE_CHECKING:
     from vrp_bench.interventions import AblationSettings
     from vrp_bench.interventions.runner import AblationRun
+
+log = logging.getLogger(__name__)
 
 ProgressFactory = Callable[[str], Callable[[int], Progress]]
 """``progress(description)`` -> ``make(total)`` -> a reporter (``update`` / ``close``: a ``tqdm`` bar fits);
@@ -93,7 +99,10 @@ def evaluate(
     save_traces: bool = False,
     progress: ProgressFactory | None = None,
     command_line: str | None = None,
-) -> Evaluation:
+    cache: bool = True,
+    cache_dir: Path | str | None = None,
+    threads: int | None = None,
+) -> Evaluation | None:
     """Evaluate ``model`` on ``tasks``, score its reliability signals and build the report.
 
     ``model``: a registered name (``vrp-bench models``; built from ``model_args`` -- a dict or "k=v,k=v" -- on
@@ -111,6 +120,13 @@ def evaluate(
     JSONL; with ``save_traces``, hidden states; and the trained probes); it is checked to be writable before the
     model is built, and everything is written at the end, atomically. ``progress`` makes progress reporters
     (``ProgressFactory``); ``command_line`` is recorded in the report (default: this call, spelled in Python).
+
+    ``cache``: keep every finished sample in ``cache_dir`` (default ``<output_path>/<model>/cache``; no cache
+    without either) and take the ones already there (``sample_cache``): a run that was killed, started again,
+    finishes with the report an uninterrupted run writes. ``threads``: CPU threads for the model (default
+    ``cpu_threads.default_threads``: the idle cores). Under a data-parallel launcher (``accelerate launch`` /
+    ``torchrun``, see ``distributed``) every process answers its share of the docs; the first returns the
+    run, every other returns None.
 
     Bad input raises ``UsageError`` before any doc is answered; a failed run raises ``RunError``.
     """
@@ -139,11 +155,23 @@ def evaluate(
     started = time.time()
     files = RunFiles.for_run(output_path, model_name, started) if output_path is not None else None
     config.output_folder = files.folder if files is not None else None
-    check_model: Callable[[VLM], None] = lambda vlm: None  # noqa: E731
-    if ablation is not None:
-        from vrp_bench.interventions.runner import check_ablatable
+    shards = ProcessGroup.from_environment() if launched() else None
+    if shards is not None and isinstance(model, str):
+        config.device = shards.device(device)
+    local_processes = shards.local_world_size if shards is not None else 1
+    set_threads(threads, local_processes)  # for loading the model
+    if cache and cache_dir is None and files is not None:
+        cache_dir = files.folder / "cache"
+    cache_folder = Path(cache_dir) if cache and cache_dir is not None else None
+    caches: dict[str, SampleCache | None] = {}
 
-        check_model = lambda vlm: check_ablatable(vlm, ablation)  # noqa: E731
+    def check_model(vlm: VLM) -> None:
+        set_threads(threads, local_processes, vlm.n_parameters)  # again, now that the model's size is known
+        if ablation is not None:
+            from vrp_bench.interventions.runner import check_ablatable
+
+            check_ablatable(vlm, ablation)
+
     run = evaluator.evaluate(
         config,
         TaskIndex(config.include_paths, config.dataset_paths),
@@ -151,7 +179,15 @@ def evaluate(
         progress=progress("docs") if progress is not None else None,
         check_model=check_model,
         model=None if isinstance(model, str) else model,
+        make_cache=lambda vlm: caches.setdefault("cache", SampleCache.for_model(cache_folder, vlm)),
+        shards=shards,
     )
+    if caches.get("cache") is not None:
+        log.info(caches["cache"].summary())  # type: ignore[union-attr]
+    if shards is not None:
+        shards.close()
+    if run is None:  # a data-parallel process other than the first: its records went to the first
+        return None
     samples = sample_logs(run)
     metadata = {name: task_result.task.config.metadata for name, task_result in run.results.items()}
     sections, probe_fits = score_sections(samples, hidden_states(run), scoring, metadata)

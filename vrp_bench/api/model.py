@@ -48,6 +48,11 @@ class VLM(ABC):
     def prompt_keys(self) -> tuple[str, ...]:
         return (self.name,)
 
+    @property
+    def n_parameters(self) -> int | None:
+        """How many weights the model computes with (None: not a weight-based model); it sizes the CPU threads."""
+        return None
+
     @abstractmethod
     def generate(self, requests: Sequence[Request]) -> list[Response]:
         """Answer each request; a sample that fails gets ``Response.failed(reason)``."""

@@ -41,6 +41,8 @@ LAST_PROMPT: HiddenPosition = "hidden_last_prompt"
 """The position whose probe picks the layer to ablate (the answer is not yet written there)."""
 SELF_CONSISTENCY_FIELDS = ("sc_answers",)
 """The fields a backend fills only when it draws self-consistency samples."""
+ATTENTION_MAPS = ("answer_attention_mean", "vision_attention")
+"""The attention maps a run keeps per sample and ``--save_traces`` writes (the run report's heatmaps read them)."""
 
 
 class TraceError(ValueError):
@@ -100,6 +102,11 @@ class Traces:
         """The captured hidden states by position."""
         return {position: getattr(self, position) for position in HIDDEN_POSITIONS
                 if getattr(self, position) is not None}
+
+    def attention_maps(self) -> dict[str, np.ndarray]:
+        """The captured ``ATTENTION_MAPS`` by field, as float32."""
+        return {name: getattr(self, name).astype(np.float32) for name in ATTENTION_MAPS
+                if getattr(self, name) is not None}
 
 
 _ARRAY_DIMS: dict[str, tuple[str, ...]] = {

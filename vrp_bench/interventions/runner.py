@@ -297,6 +297,8 @@ def run_ablation(
             ablation.reference_mismatches += sum(r.text != s.baseline.prediction for r, s in zip(reference, batch))
             image_tokens = model.image_token_layout(batch_requests) if settings.patch_fraction > 0 else None
             for condition in conditions:
+                if bar is not None:
+                    bar.set_postfix_str(f"{batch[0].task.name}: {condition.id}")
                 hook = _intervention(condition, units, batch, reference, image_tokens, seed)
                 responses = model.generate(batch_requests, hooks=[hook], self_consistency=False)
                 if isinstance(hook, ImageTokenMask) and hook.applied != 1:

@@ -11,17 +11,14 @@ Layout (every link relative, so the site works opened from disk as well as serve
 
 Safety: every text from a report (names, reasons, verdicts) goes through ``html.escape``; the pages load nothing
 from the network: inline CSS, one inline script of a few lines (no library), SVG images beside the page. A
-Content-Security-Policy allows exactly that: no source but the page's own folder for images, and only the sorter
-script, by its sha256 (``script-src 'sha256-...'``), so even an injected inline script or event handler would not
-run. No page holds anything that changes between two builds of the same submissions.
+Content-Security-Policy allows exactly that (``report.html_page``, the page skeleton shared with the run report):
+no source but the page's own folder for images, and only the sorter script, by its sha256 (``script-src
+'sha256-...'``), so even an injected inline script or event handler would not run. No page holds anything that
+changes between two builds of the same submissions.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import html
-import re
 from collections.abc import Sequence
 from pathlib import PurePosixPath
 from typing import Any
@@ -37,6 +34,7 @@ from vrp_bench.leaderboard.ranking import (
     robustness_curve,
 )
 from vrp_bench.leaderboard.submissions import Submission
+from vrp_bench.report.html_page import escape, page, prose, table
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 80rem; padding: 0 1rem; color: #222; }
@@ -75,33 +73,6 @@ document.querySelectorAll("table.board").forEach(function (table) {
   });
 });
 """
-
-
-def escape(text: Any) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def _prose(text: str) -> str:
-    """Escaped text whose `code` spans become <code>."""
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(text))
-
-
-def _policy(script: str | None) -> str:
-    """The Content-Security-Policy of a page (module docstring)."""
-    allowed = "'none'"
-    if script is not None:
-        allowed = f"'sha256-{base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()}'"
-    return f"default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; script-src {allowed}"
-
-
-def page(title: str, body: Sequence[str], script: str | None = None) -> str:
-    """A complete HTML document."""
-    return "\n".join([
-        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-        f'<meta http-equiv="Content-Security-Policy" content="{escape(_policy(script))}">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{escape(title)}</title>", f"<style>{STYLE}</style>", "</head>", "<body>", *body,
-        *([f"<script>{script}</script>"] if script is not None else []), "</body>", "</html>", ""])
 
 
 def _cell(value: Any, text: str, extra: str = "") -> str:
@@ -163,21 +134,14 @@ def index_page(board: Board) -> str:
         tasks = sorted(board.entries[0].submission.report["results"])
         body += [f"<h2>Ranked board</h2><p>{len(board.entries)} runs; tasks: {escape(', '.join(tasks))}.</p>",
                  *board_table(board), "<h2>How the board is ranked</h2>",
-                 *(f"<p>{_prose(paragraph)}</p>" for paragraph in how_ranked(board))]
+                 *(f"<p>{prose(paragraph)}</p>" for paragraph in how_ranked(board))]
     paged = {s.slug for s, _ in board.not_comparable}
     for heading, meaning, runs in listed_apart(board):
         body += [f"<h2>{escape(heading)}</h2>", f"<p>{escape(meaning)}</p>", "<ul>"]
         body += [f"<li>{_link(s) if s.slug in paged else escape(s.name)} (<code>{escape(s.location)}</code>): "
                  f"{escape(reason)}</li>" for s, reason in runs]
         body.append("</ul>")
-    return page("VRP-Bench leaderboard", body, SORTER)
-
-
-def _rows(rows: Sequence[Sequence[str]], headings: Sequence[str]) -> list[str]:
-    """A plain table; cells are already escaped."""
-    return ["<table>", "<thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in headings) + "</tr></thead>",
-            "<tbody>", *("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows),
-            "</tbody>", "</table>"]
+    return page("VRP-Bench leaderboard", body, STYLE, SORTER)
 
 
 def _provenance(report: dict[str, Any], entry: Entry) -> list[list[str]]:
@@ -203,20 +167,20 @@ def model_page(entry: Entry, name: str, charts: Sequence[tuple[str, str]]) -> st
                     escape(Figure(scored["value"], scored["ci"]).text())] for signal, scored in signals]
     verdicts = [[escape(verdict), escape(found.get("status"))] for verdict, found in sorted(report["verdicts"].items())]
     body = ['<p><a href="../index.html">&larr; the board</a></p>', f"<h1>{escape(name)}</h1>",
-            *_rows(_provenance(report, entry), ["", ""]),
+            *table(_provenance(report, entry), ["", ""]),
             "<h2>Board figures</h2>",
-            *_rows(figures, ["quantity", "value [95% interval]", "band (rank interval)", "note"]),
+            *table(figures, ["quantity", "value [95% interval]", "band (rank interval)", "note"]),
             (f"<p>Best signal (chosen on half of the docs, scored on the other half; not ranked): "
              f"{escape(entry.best_signal_text())}</p>"),
             ("<h2>Reliability signals</h2><p>Within-task AUROC of each reliability signal (signals that rank every "
-             "sample the same way are listed together).</p>"), *_rows(signal_rows, ["signal", "AUROC [95% CI]"]),
-            "<h2>Verdicts</h2>", *_rows(verdicts, ["verdict", "status"]),
+             "sample the same way are listed together).</p>"), *table(signal_rows, ["signal", "AUROC [95% CI]"]),
+            "<h2>Verdicts</h2>", *table(verdicts, ["verdict", "status"]),
             "<h2>Charts</h2>"]
     body += [f'<figure><img src="{escape(path)}" alt="{escape(caption)}" width="520" height="320">'
              f"<figcaption>{escape(caption)}</figcaption></figure>" for path, caption in charts]
     if not charts:
         body.append("<p>No charts: the report has no layer profiles, probe or ablation.</p>")
-    return page(f"{name} - VRP-Bench leaderboard", body)
+    return page(f"{name} - VRP-Bench leaderboard", body, STYLE)
 
 
 def site_files(board: Board, others: Sequence[Entry]) -> dict[PurePosixPath, str]:

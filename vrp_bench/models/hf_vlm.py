@@ -311,6 +311,10 @@ class HFVLM(VLM, Intervenable):
         return self.capture
 
     @property
+    def n_parameters(self) -> int:
+        return sum(parameter.numel() for parameter in self.model.parameters())
+
+    @property
     def n_layers(self) -> int:
         return len(self.adapter.decoder_layers(self.model))
 

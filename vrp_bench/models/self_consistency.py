@@ -11,7 +11,14 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import BatchFeature
+from transformers import BatchFeature, Cache
+
+
+def prompt_cache(model: nn.Module, inputs: BatchFeature) -> Cache:
+    """The KV cache of the whole prompt in ``inputs`` (image encoded once). Only the last position's logits are
+    computed: the prefill's logits are never read, and over the whole prompt they would cost a
+    [prompt length x vocabulary] projection (hundreds of MiB at real vocabularies). Call under inference mode."""
+    return model(**inputs, use_cache=True, logits_to_keep=1).cache
 
 
 def shared_prefill_samples(
@@ -27,7 +34,7 @@ def shared_prefill_samples(
     prompt_length = inputs["input_ids"].shape[1]
     with torch.inference_mode():
         torch.manual_seed(seed)
-        cache = model(**inputs, use_cache=True).cache
+        cache = prompt_cache(model, inputs)
         cache.crop(-1)
         cache.batch_repeat_interleave(k)
         output = model.generate(

@@ -1,7 +1,10 @@
-"""Console tables: the summary printed after a run and by ``vrp-bench show``."""
+"""The summary of a run: printed after a run and by ``vrp-bench show`` (``summary_table``), and shown in the run
+report's HTML page (``report.html_report``), both from the same blocks (``summary_blocks``): lines of text and
+``Table``s."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from tabulate import tabulate
@@ -20,11 +23,27 @@ def _with_ci(entry: dict[str, Any] | None) -> str:
     return f"{entry['value']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{entry['value']:.3f}"
 
 
-def _table(rows: list[list[Any]], headers: list[str]) -> str:
-    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+@dataclass(frozen=True)
+class Table:
+    """A table of the summary: its headers and rows of cells."""
+
+    headers: list[str]
+    rows: list[list[Any]]
+
+    def text(self) -> str:
+        """The table as the console prints it (GitHub markdown)."""
+        return tabulate(self.rows, headers=self.headers, tablefmt="github", disable_numparse=True)
 
 
-def results_table(report: dict[str, Any]) -> list[str]:
+Block = str | Table
+"""A block of the summary: a line of text ("" separates sections on the console) or a table."""
+
+
+def _table(rows: list[list[Any]], headers: list[str]) -> Table:
+    return Table(headers, rows)
+
+
+def results_table(report: dict[str, Any]) -> list[Block]:
     """Task metrics (lmms-eval style), group scores, skipped tasks and failed samples (either report layout:
     ``results.counts_in_results``)."""
     rows = []
@@ -37,7 +56,7 @@ def results_table(report: dict[str, Any]) -> list[str]:
                 continue
             stderr = entry.get(f"{metric}_stderr,{filter_name}")
             rows.append([name, version, scored, failed, metric, _number(value), _number(stderr)])
-    lines = [_table(rows, ["Task", "Version", "n", "Errors", "Metric", "Value", "Stderr"])]
+    lines: list[Block] = [_table(rows, ["Task", "Version", "n", "Errors", "Metric", "Value", "Stderr"])]
     if report["groups"]:
         group_rows = [[group, *group_counts(report, group), metric, _number(value)]
                       for group in report["groups"] for metric, value in group_metrics(report, group).items()]
@@ -51,7 +70,7 @@ def results_table(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def signals_table(report: dict[str, Any]) -> list[str]:
+def signals_table(report: dict[str, Any]) -> list[Block]:
     """Within-task signal quality (AUROC, R_pb, PRR; concatenated AUROC beside it), the split-half best
     signal, probes, fusion, diagnostics and the verdicts."""
     within, concatenated = report["signals"]["within_task"], report["signals"]["concatenated"]
@@ -66,7 +85,7 @@ def signals_table(report: dict[str, Any]) -> list[str]:
              _number(concatenated["signals"][name]["statistics"]["auroc"]["value"])]
             for name, score in sorted(((n, within["signals"][n]) for n in listed),
                                       key=lambda item: -(item[1]["statistics"]["auroc"]["value"] or 0))]
-    lines = ["", f"Reliability signals within task (pairs of samples from the same task; n = {within['n']}, "
+    lines: list[Block] = ["", f"Reliability signals within task (pairs of samples from the same task; n = {within['n']}, "
                  f"accuracy {_number(within['accuracy'])}; signals that rank every sample alike are joined by =):",
              _table(rows, ["Signal", "Tasks", "n", "AUROC within [95% CI]", "R_pb within [95% CI]", "PRR within",
                            "AUROC concatenated"])]
@@ -118,9 +137,14 @@ def _diagnostics_lines(diagnostics: dict[str, Any]) -> list[str]:
     return lines + [f"  {name}: " + "; ".join(parts) for name, parts in by_signal.items()]
 
 
+def summary_blocks(report: dict[str, Any]) -> list[Block]:
+    """Everything a person wants to see after a run: task metrics, signals, probes, verdicts, the ablation."""
+    return results_table(report) + signals_table(report) + ablation_table(report)
+
+
 def summary_table(report: dict[str, Any]) -> str:
-    """Everything a person wants to see after a run."""
-    return "\n".join(results_table(report) + signals_table(report) + ablation_table(report))
+    """The summary as the console prints it."""
+    return "\n".join(block if isinstance(block, str) else block.text() for block in summary_blocks(report))
 
 
 def _mean(entry: dict[str, Any] | None) -> str:
@@ -130,7 +154,7 @@ def _mean(entry: dict[str, Any] | None) -> str:
     return f"{entry['mean']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{entry['mean']:.3f}"
 
 
-def ablation_table(report: dict[str, Any]) -> list[str]:
+def ablation_table(report: dict[str, Any]) -> list[Block]:
     """The ablation section: accuracy over the destroyed fraction per layer and unit choice (random:
     mean +- sd over seeds), robustness AUC, breaking point; patch masking; the bottleneck verdict; checks."""
     ablation = report.get("ablation")
@@ -148,7 +172,7 @@ def ablation_table(report: dict[str, Any]) -> list[str]:
         row += [_number(curve["robustness_auc"]), "-" if curve["breaking_point"] is None else f"{curve['breaking_point']:g}"]
         rows.append(row)
     source = ("chosen by the probe" if settings["layer"] == "probe" else "given") if settings["layer"] != "all" else "all"
-    lines = ["", f"Ablation of {settings['space']} units by {settings['method']} (layers {ablation['layers']}, {source}); "
+    lines: list[Block] = ["", f"Ablation of {settings['space']} units by {settings['method']} (layers {ablation['layers']}, {source}); "
              f"baseline accuracy {_mean(baseline['accuracy'])}, chance {baseline['chance']:.3f}:"]
     if rows:
         lines.append(_table(rows, ["Layer", "Units", *(f"p={p:g}" for p in fractions), "Robustness AUC", "Breaking p"]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import logging
 import platform
 import subprocess
 import time
@@ -19,7 +20,7 @@ import numpy as np
 import vrp_bench
 from vrp_bench.api.task import MetricSpec
 from vrp_bench.api.yaml_dialect import FunctionRef
-from vrp_bench.api.traces import HIDDEN_POSITIONS
+from vrp_bench.api.traces import ATTENTION_MAPS, HIDDEN_POSITIONS
 from vrp_bench.evaluator import RunResult, TaskResult, TaskScores, group_scores
 from vrp_bench.report.run_files import RunFiles
 from vrp_bench.report.comparability import doc_set_hash
@@ -29,6 +30,8 @@ from vrp_bench.scoring.probes import ProbeFits, encode_probes
 from vrp_bench.scoring.records import sample_key
 from vrp_bench.scoring.settings import ScoringSettings
 from vrp_bench.signals.inputs import SignalSettings
+
+log = logging.getLogger("vrp_bench")
 
 PACKAGES = ("torch", "transformers", "datasets", "numpy", "scipy", "scikit-learn", "pillow")
 FILTER = "none"  # lmms-eval's "metric,filter" key suffix; VRP-Bench applies no answer filters yet
@@ -240,13 +243,29 @@ def hidden_states(run: RunResult) -> dict[str, dict[str, np.ndarray]]:
 
 def traces_npz(result: TaskResult) -> bytes | None:
     """The ``--save_traces`` file of one task: per position, ``<position>`` [n, layers, hidden] float16
-    and ``<position>_doc_ids`` [n]; None when nothing was captured."""
+    and ``<position>_doc_ids`` [n]; per attention map (``api.traces.ATTENTION_MAPS``), ``<map>`` [n, layers, rows,
+    cols] float32 and ``<map>_doc_ids`` [n], of the samples whose map has the shape of the task's first one (the
+    others, a grid that differs, are named in ``<map>_left_out_doc_ids`` and a warning); None when nothing was
+    captured."""
     arrays: dict[str, np.ndarray] = {}
     for position in HIDDEN_POSITIONS:
         kept = [r for r in result.records if position in r.hidden_states]
         if kept:
             arrays[position] = np.stack([r.hidden_states[position] for r in kept]).astype(np.float16)
             arrays[f"{position}_doc_ids"] = np.array([r.doc_id for r in kept])
+    for name in ATTENTION_MAPS:
+        captured = [r for r in result.records if name in r.attention_maps]
+        if not captured:
+            continue
+        shape = captured[0].attention_maps[name].shape
+        kept = [r for r in captured if r.attention_maps[name].shape == shape]
+        arrays[name] = np.stack([r.attention_maps[name] for r in kept]).astype(np.float32)
+        arrays[f"{name}_doc_ids"] = np.array([r.doc_id for r in kept])
+        if len(kept) < len(captured):
+            left_out = [r.doc_id for r in captured if r.attention_maps[name].shape != shape]
+            arrays[f"{name}_left_out_doc_ids"] = np.array(left_out)
+            log.warning("%s: %d %s map(s) not saved in the traces file: their grid differs from the first sample's "
+                        "%s (first: doc %d)", result.task.name, len(left_out), name, shape[1:], left_out[0])
     if not arrays:
         return None
     buffer = io.BytesIO()
@@ -266,6 +285,14 @@ def read_traces(files: dict[Path, bytes]) -> dict[str, dict[str, np.ndarray]]:
                     for doc_id, array in zip(data[f"{position}_doc_ids"], data[position]):
                         states[position][sample_key(task, int(doc_id))] = array
     return states
+
+
+def read_attention_maps(content: bytes) -> dict[str, dict[int, np.ndarray]]:
+    """The attention maps of one ``traces_npz`` file's contents: per map of ``api.traces.ATTENTION_MAPS`` that it
+    holds, doc id -> [layers, rows, cols] float32 (empty for a file written before maps were saved)."""
+    with np.load(io.BytesIO(content)) as data:
+        return {name: dict(zip((int(doc_id) for doc_id in data[f"{name}_doc_ids"]), data[name]))
+                for name in ATTENTION_MAPS if name in data}
 
 
 def probe_files(fits: ProbeFits, stem: Path) -> dict[Path, bytes]:

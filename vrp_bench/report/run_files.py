@@ -5,7 +5,7 @@ A run writes ``<output_path>/<model>/`` files that share a UTC-timestamp stem:
 - ``<stem>_results.json``: the report;
 - ``<stem>_samples_<task>.jsonl``: per-sample records (``log_samples``);
 - ``<stem>_ablation_<task>.jsonl``: after an ablation, one record per doc and condition (``log_samples``);
-- ``<stem>_traces_<task>.npz``: hidden states (``save_traces``);
+- ``<stem>_traces_<task>.npz``: hidden states and attention maps (``save_traces``);
 - ``<stem>_probes_<position>.npz`` / ``.json``: the trained probes of a hidden-state position.
 
 The report's ``files`` holds the "sha256:<hex>" of each file written beside it, by name.

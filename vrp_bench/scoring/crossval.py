@@ -1,10 +1,9 @@
 """Seeded stratified k-fold cross-validation of standardised probes (hidden-state probes, fusion).
 
-Every probe standardises its input with a scaler fitted on the training fold only, then fits:
-- "logistic": L2 logistic regression, C = 1 (sklearn default). The objective is strictly convex, so the
-  solver changes nothing but time: Newton-Cholesky (a few exact Newton steps, ~3x faster than lbfgs for
-  d <= ``NEWTON_MAX_FEATURES`` features; a d x d Hessian per step) and lbfgs above that (hidden states of
-  real checkpoints, d in the thousands);
+Every probe standardises its input with mean and scale fitted on the training fold only
+(``logistic.Standardisation``), then fits:
+- "logistic": L2 logistic regression, C = 1 (sklearn's objective), by ``logistic.fit_l2_logistic``: one batched
+  L-BFGS for all the fits of a cross-validation (folds x layers), to a gradient tolerance tighter than sklearn's;
 - "l1": L1 logistic regression, C = 1 / lambda = 10 for the study's lambda = 0.1 (sklearn's objective
   C * sum_i logloss_i + ||w||_1, i.e. lambda multiplies the L1 norm against the *summed* log loss), liblinear;
 - "mlp": the study's probe, d -> 256 (ReLU) -> 1, Adam lr 1e-4, 50 epochs of one full-batch step each
@@ -15,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -25,8 +24,9 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from sklearn.neural_network import MLPClassifier
-from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
+
+from vrp_bench.scoring.logistic import GRADIENT_TOLERANCE, L2Logistic, Standardisation, fit_l2_logistic
 
 ProbeKind = Literal["logistic", "mlp", "l1"]
 
@@ -34,24 +34,24 @@ ProbeKind = Literal["logistic", "mlp", "l1"]
 _PENALTY = inspect.signature(LogisticRegression).parameters.get("penalty")
 _L1 = {"penalty": "l1"} if _PENALTY is not None and _PENALTY.default == "l2" else {"l1_ratio": 1.0}
 
-NEWTON_MAX_FEATURES = 512
-
 PROBE_PARAMS: dict[str, dict[str, Any]] = {
-    "logistic": {"C": 1.0, "solver": "newton-cholesky", "max_iter": 1000},
+    "logistic": {"C": 1.0, "solver": "lbfgs (batched, vrp_bench.scoring.logistic)", "gradient_tolerance": GRADIENT_TOLERANCE},
     "l1": {"C": 10.0, "solver": "liblinear", "max_iter": 1000, **_L1},
     "mlp": {
         "hidden_layer_sizes": (256,), "activation": "relu", "solver": "adam", "learning_rate_init": 1e-4,
         "max_iter": 50, "alpha": 0.0, "batch_size": "full",
     },
 }
+Problem = tuple[int, np.ndarray]
+"""One fit of a cross-validation: (layer, training row indices)."""
 
 
 @dataclass
 class FittedProbe:
-    """A scaler fitted on the training fold and the probe fitted on its output."""
+    """The standardisation fitted on the training fold and the probe fitted on its output."""
 
-    scaler: StandardScaler
-    model: LogisticRegression | MLPClassifier
+    scaler: Standardisation
+    model: L2Logistic | LogisticRegression | MLPClassifier
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         """P(correct) per row of ``features`` [n, d]."""
@@ -75,12 +75,22 @@ def single_threaded_blas() -> Iterator[None]:
         yield
 
 
+def fit_probes(features: np.ndarray, correct: np.ndarray, problems: Sequence[Problem], kind: ProbeKind,
+               seed: int) -> list[FittedProbe]:
+    """One probe of ``kind`` per ``(layer, training rows)`` of ``problems`` on ``features`` [n, layers, d] (see the
+    module docstring): the logistic ones all at once, the others one by one."""
+    with single_threaded_blas():
+        if kind == "logistic":
+            return [FittedProbe(scaler, model) for scaler, model in fit_l2_logistic(features, correct, problems)]
+        return [fit_probe(features[train, layer], correct[train], kind, seed) for layer, train in problems]
+
+
 def fit_probe(features: np.ndarray, correct: np.ndarray, kind: ProbeKind, seed: int) -> FittedProbe:
     """Standardise ``features`` [n, d] and fit a probe of ``kind`` (see the module docstring)."""
-    scaler = StandardScaler().fit(features)
+    if kind == "logistic":
+        return fit_probes(features[:, None, :], correct, [(0, np.arange(len(correct)))], kind, seed)[0]
+    scaler = Standardisation.fit(np.asarray(features, dtype=np.float64))
     params = dict(PROBE_PARAMS[kind])
-    if kind == "logistic" and features.shape[1] > NEWTON_MAX_FEATURES:
-        params["solver"] = "lbfgs"
     with warnings.catch_warnings():
         if kind == "mlp":
             params["batch_size"] = len(features)
@@ -117,11 +127,8 @@ def out_of_fold(
 ) -> tuple[np.ndarray, list[FittedProbe]]:
     """Out-of-fold P(correct) [n] (each sample predicted by the probe of the fold that held it out) and
     the probe of each fold."""
+    probes = fit_probes(features[:, None, :], correct, [(0, train) for train, _ in folds], kind, seed)
     predictions = np.empty(len(correct))
-    probes = []
-    with single_threaded_blas():
-        for train, test in folds:
-            probe = fit_probe(features[train], correct[train], kind, seed)
-            predictions[test] = probe.predict_proba(features[test])
-            probes.append(probe)
+    for (_, test), probe in zip(folds, probes):
+        predictions[test] = probe.predict_proba(features[test])
     return predictions, probes

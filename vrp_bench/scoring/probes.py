@@ -30,6 +30,7 @@ from vrp_bench.scoring.crossval import (
     FittedProbe,
     ProbeKind,
     cross_validation_problem,
+    fit_probes,
     out_of_fold,
     stratified_folds,
 )
@@ -72,38 +73,11 @@ class _Nested:
     inner_auroc: list[list[float | None]]
 
 
-def _per_layer(
-    features: np.ndarray, correct: np.ndarray, folds: Folds, kind: ProbeKind, seed: int
-) -> list[tuple[np.ndarray, list[FittedProbe]]]:
-    """(out-of-fold P(correct), fold probes) of a probe on each layer."""
-    return [out_of_fold(features[:, layer], correct, folds, kind, seed) for layer in range(features.shape[1])]
-
-
 def _auroc_or_nan(predictions: np.ndarray, correct: np.ndarray) -> float:
     try:
         return auroc(predictions, correct, min_samples=0)
     except UndefinedStatistic:  # e.g. an L1 probe with every weight zero predicts a constant
         return float("nan")
-
-
-def _nested(
-    features: np.ndarray, correct: np.ndarray, folds: Folds, per_layer_predictions: list[np.ndarray],
-    kind: ProbeKind, seed: int,
-) -> _Nested:
-    """Layer chosen by an inner CV inside each outer training part; UndefinedStatistic if no layer can be."""
-    predictions = np.empty(len(correct))
-    chosen, inner_auroc = [], []
-    for fold, (train, test) in enumerate(folds):
-        inner = stratified_folds(correct[train], len(folds), seed)
-        inner_predictions = _per_layer(features[train], correct[train], inner, kind, seed)
-        scores = [_auroc_or_nan(predictions, correct[train]) for predictions, _ in inner_predictions]
-        if np.isnan(scores).all():
-            raise UndefinedStatistic(f"outer fold {fold}: no layer's inner AUROC is defined (constant predictions)")
-        best = int(np.nanargmax(scores))
-        predictions[test] = per_layer_predictions[best][test]  # the probe of `best` trained on `train`
-        chosen.append(best)
-        inner_auroc.append([None if np.isnan(score) else score for score in scores])
-    return _Nested(predictions, chosen, inner_auroc)
 
 
 def _checked(features: np.ndarray, correct: Any, doc_ids: Sequence[Any], layer_ids: Sequence[int] | None):
@@ -130,12 +104,41 @@ class _Pipeline:
 
 
 def _pipeline(features: np.ndarray, labels: np.ndarray, kind: ProbeKind, seed: int, n_folds: int) -> _Pipeline:
+    """Every fit of the module docstring's per-layer and nested pipelines on one outer split, fitted at once: per
+    layer a probe per outer fold, and per outer fold an inner stratified k-fold on its training part with a probe
+    per inner fold and layer. The nested choice in outer fold k is the layer of the best inner out-of-fold AUROC
+    (the lowest index on ties); its outer test fold is predicted by that layer's probe of fold k."""
     folds = stratified_folds(labels, n_folds, seed)
-    per_layer = _per_layer(features, labels, folds, kind, seed)
-    try:
-        nested: _Nested | str = _nested(features, labels, folds, [p for p, _ in per_layer], kind, seed)
-    except UndefinedStatistic as undefined:
-        nested = undefined.reason
+    layers = range(features.shape[1])
+    inner = [[(train[inner_train], train[inner_test]) for inner_train, inner_test in
+              stratified_folds(labels[train], n_folds, seed)] for train, _ in folds]
+    problems = [(layer, train) for layer in layers for train, _ in folds]
+    problems += [(layer, inner_train) for fold in inner for layer in layers for inner_train, _ in fold]
+    fitted = iter(fit_probes(features, labels, problems, kind, seed))
+    per_layer = []
+    for layer in layers:
+        probes = [next(fitted) for _ in folds]
+        predictions = np.empty(len(labels))
+        for (_, test), probe in zip(folds, probes):
+            predictions[test] = probe.predict_proba(features[test, layer])
+        per_layer.append((predictions, probes))
+    nested_predictions, chosen, inner_auroc = np.empty(len(labels)), [], []
+    undefined: str | None = None
+    for fold, ((train, test), inner_folds) in enumerate(zip(folds, inner)):
+        scores = []
+        for layer in layers:
+            inner_predictions = np.empty(len(labels))
+            for _, inner_test in inner_folds:
+                inner_predictions[inner_test] = next(fitted).predict_proba(features[inner_test, layer])
+            scores.append(_auroc_or_nan(inner_predictions[train], labels[train]))
+        if np.isnan(scores).all():
+            undefined = undefined or f"outer fold {fold}: no layer's inner AUROC is defined (constant predictions)"
+            continue
+        best = int(np.nanargmax(scores))
+        nested_predictions[test] = per_layer[best][0][test]  # the probe of `best` trained on `train`
+        chosen.append(best)
+        inner_auroc.append([None if np.isnan(score) else score for score in scores])
+    nested = undefined if undefined is not None else _Nested(nested_predictions, chosen, inner_auroc)
     return _Pipeline(folds, per_layer, nested)
 
 

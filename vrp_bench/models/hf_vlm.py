@@ -13,13 +13,21 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import re
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, ExitStack
 from typing import Any, ClassVar
 
 import torch
-from transformers import AutoConfig, AutoModelForImageTextToText, BatchFeature, LogitsProcessor, LogitsProcessorList
+from transformers import (
+    AutoConfig,
+    AutoModelForImageTextToText,
+    BatchFeature,
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+)
 
 from vrp_bench.api.errors import UsageError
 from vrp_bench.api.instance import GenerationSettings, OptionScore, Request, Response
@@ -30,6 +38,39 @@ from vrp_bench.models.instrumented import instrumented_generate
 from vrp_bench.models.self_consistency import shared_prefill_samples
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
+KEPT_FROM_CHECKPOINT = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+"""What a checkpoint's generation_config may say: which tokens begin, end and pad its text."""
+
+
+def pinned_generation_config(checkpoint: GenerationConfig) -> tuple[GenerationConfig, dict[str, Any]]:
+    """(the base of every ``generate`` call, what of ``checkpoint`` it leaves out). transformers fills every
+    setting a call leaves unset from the model's ``generation_config``, and some (min_p, forced_bos_token_id,
+    sequence_bias, watermarking, ...) cannot be reset by a call at all. So the model's own is replaced by
+    transformers' defaults plus only the checkpoint's token ids (``KEPT_FROM_CHECKPOINT``): decoding is what the
+    task and the run ask for, never what a checkpoint's authors preferred (e.g. Qwen2-VL's repetition_penalty 1.05,
+    top_k 1); what is left out is recorded in the report (``model.generation_config.checkpoint_not_used``)."""
+    pinned = GenerationConfig(**{key: getattr(checkpoint, key) for key in KEPT_FROM_CHECKPOINT
+                                 if getattr(checkpoint, key, None) is not None})
+    defaults = effective_base(GenerationConfig())
+    left_out = {key: value for key, value in checkpoint.to_dict().items()
+                if key not in KEPT_FROM_CHECKPOINT and not key.startswith("_") and key != "transformers_version"
+                and value is not None and value != defaults.get(key) and not (value is False and defaults.get(key) is None)}
+    return pinned, _plain_settings(left_out)
+
+
+def effective_base(config: GenerationConfig) -> dict[str, Any]:
+    """What ``generate`` starts from with ``config`` as the model's: transformers' global defaults, then the
+    values ``config`` sets (each call's own settings -- the task's generation_kwargs, self-consistency's -- go on
+    top)."""
+    defaults = getattr(config, "_get_default_generation_params", dict)()
+    return _plain_settings({**defaults, **{k: v for k, v in config.to_dict().items() if v is not None
+                                           and not k.startswith("_")}})
+
+
+def _plain_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """Generation settings as JSON values (nested configs become their dicts, other objects their text)."""
+    return json.loads(json.dumps({k: v for k, v in settings.items() if k != "transformers_version"},
+                                 sort_keys=True, default=lambda value: getattr(value, "to_dict", lambda: str(value))()))
 
 
 def fingerprint(model: torch.nn.Module) -> str:
@@ -136,6 +177,7 @@ class HFVLM(VLM, Intervenable):
         if device_map is None:
             self.model.to(resolve_device(device))
         self.model.eval()
+        self.model.generation_config, self.checkpoint_generation = pinned_generation_config(self.model.generation_config)
         self.adapter = self.adapter_class(self.model.config)
         self._fingerprint: str | None = None
 
@@ -173,6 +215,10 @@ class HFVLM(VLM, Intervenable):
             "fingerprint": self._fingerprint,
             "capture": self.capture,
             "self_consistency": self.self_consistency,
+            "generation_config": {
+                "base": effective_base(self.model.generation_config),
+                "checkpoint_not_used": self.checkpoint_generation,
+            },
         }
 
     # --- generation ----------------------------------------------------------------------------

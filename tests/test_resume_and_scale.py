@@ -166,7 +166,8 @@ def test_cache_refuses_models_without_fingerprint_and_bad_entries(tmp_path):
     cache.store("ab" * 32, record)
     cache.store("cd" * 32, SampleRecord(4, error="out of memory"))  # failed samples are not kept
     assert cache.stored == 1 and cached_entries(tmp_path) == [tmp_path / "ab" / f"{'ab' * 32}.npz"]
-    loaded = cache.load("ab" * 32, 3)
+    (loaded,) = cache.take(["ab" * 32], [3])
     assert loaded.prediction == "red" and loaded.correct is True and loaded.signals["h_s"] == 0.5
-    assert cache.load("ab" * 32, 4) is None and cache.corrupt == 1  # stored for another doc: not trusted
-    assert cache.load("cd" * 32, 4) is None and cache.corrupt == 1  # absent is not corrupt
+    assert cache.take(["ab" * 32], [4]) is None and cache.corrupt == 1  # stored for another doc: not trusted
+    assert cache.take(["cd" * 32], [4]) is None and cache.corrupt == 1  # absent is not corrupt
+    assert cache.take(["ab" * 32, "cd" * 32], [3, 4]) is None and cache.hits == 1  # a batch is taken whole or not

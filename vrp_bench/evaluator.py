@@ -8,6 +8,7 @@ counted in ``n_errors``; it is never scored as wrong.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from vrp_bench.api.task_index import TaskIndex
 from vrp_bench.api.traces import HiddenPosition, Traces
 from vrp_bench.signals.compute import SampleSignals, compute_signals
 from vrp_bench.signals.inputs import SignalInputs
+
+log = logging.getLogger(__name__)
 
 CORRECT_THRESHOLD = 0.5
 """A sample is correct when its primary (first) metric reaches this value (exact match: 1 vs 0)."""
@@ -193,9 +196,11 @@ class RecordCache(Protocol):
 
     def key(self, task: Task, request: Request, doc_hash: str | None) -> str: ...
 
-    def load(self, key: str, doc_id: int) -> SampleRecord | None: ...
+    def take(self, keys: list[str], doc_ids: list[int]) -> list[SampleRecord] | None: ...
 
     def store(self, key: str, record: SampleRecord) -> None: ...
+
+    def summary(self) -> str: ...
 
 
 class Shards(Protocol):
@@ -274,6 +279,8 @@ def evaluate(
     finally:
         if bar is not None:
             bar.close()
+    if cache is not None:
+        log.info(cache.summary())
     if shards is not None and not results:
         return None
     return RunResult(config, model, results, skipped, groups)
@@ -318,9 +325,9 @@ def run_task(
             requests.append(request)
             pending.append((record, doc, request))
         keys = [cache.key(task, request, record.doc_hash) for record, _, request in pending] if cache else []
-        cached = [cache.load(key, record.doc_id) for key, (record, _, _) in zip(keys, pending)] if cache else []
-        if cache is not None and all(hit is not None for hit in cached):
-            fresh = {hit.doc_id: hit for hit in cached if hit is not None}
+        taken = cache.take(keys, [record.doc_id for record, _, _ in pending]) if cache else None
+        if taken is not None:
+            fresh = {record.doc_id: record for record in taken}
             batch_records = [fresh.get(record.doc_id, record) for record in batch_records]
         else:
             _answer(task, model, pending, requests)

@@ -15,7 +15,6 @@ into its arguments and print what it returns; a notebook or another harness call
 from __future__ import annotations
 
 import inspect
-import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,8 +43,6 @@ from vrp_bench.scoring.settings import ScoringSettings
 if TYPE_CHECKING:
     from vrp_bench.interventions import AblationSettings
     from vrp_bench.interventions.runner import AblationRun
-
-log = logging.getLogger(__name__)
 
 ProgressFactory = Callable[[str], Callable[[int], Progress]]
 """``progress(description)`` -> ``make(total)`` -> a reporter (``update`` / ``close``: a ``tqdm`` bar fits);
@@ -163,7 +160,6 @@ def evaluate(
     if cache and cache_dir is None and files is not None:
         cache_dir = files.folder / "cache"
     cache_folder = Path(cache_dir) if cache and cache_dir is not None else None
-    caches: dict[str, SampleCache | None] = {}
 
     def check_model(vlm: VLM) -> None:
         set_threads(threads, local_processes, vlm.n_parameters)  # again, now that the model's size is known
@@ -179,11 +175,9 @@ def evaluate(
         progress=progress("docs") if progress is not None else None,
         check_model=check_model,
         model=None if isinstance(model, str) else model,
-        make_cache=lambda vlm: caches.setdefault("cache", SampleCache.for_model(cache_folder, vlm)),
+        make_cache=lambda vlm: SampleCache.for_model(cache_folder, vlm),
         shards=shards,
     )
-    if caches.get("cache") is not None:
-        log.info(caches["cache"].summary())  # type: ignore[union-attr]
     if shards is not None:
         shards.close()
     if run is None:  # a data-parallel process other than the first: its records went to the first

@@ -86,19 +86,30 @@ class SampleCache:
     def _path(self, key: str) -> Path:
         return self.folder / key[:2] / f"{key}.npz"
 
-    def load(self, key: str, doc_id: int) -> SampleRecord | None:
+    def take(self, keys: list[str], doc_ids: list[int]) -> list[SampleRecord] | None:
+        """The records of a whole batch (``keys[i]`` of doc ``doc_ids[i]``), or None when any is missing or
+        unreadable (counted in ``corrupt``): a batch is reused whole or answered again whole, so it holds the same
+        docs as in an uninterrupted run."""
+        records = []
+        for key, doc_id in zip(keys, doc_ids):
+            record = self._load(key, doc_id)
+            if record is None:
+                return None
+            records.append(record)
+        self.hits += len(records)
+        return records
+
+    def _load(self, key: str, doc_id: int) -> SampleRecord | None:
         """The record stored under ``key``, or None (absent, or unreadable: counted in ``corrupt``)."""
         path = self._path(key)
         if not path.exists():
             return None
         try:
-            record = _decode(path.read_bytes(), key, doc_id)
+            return _decode(path.read_bytes(), key, doc_id)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
             self.corrupt += 1
             log.warning("sample cache: %s is unreadable (%s); recomputing it", path, error)
             return None
-        self.hits += 1
-        return record
 
     def store(self, key: str, record: SampleRecord) -> None:
         """Keep a finished record (a failed one is not kept), atomically."""

@@ -128,7 +128,14 @@ def out_of_fold(
     """Out-of-fold P(correct) [n] (each sample predicted by the probe of the fold that held it out) and
     the probe of each fold."""
     probes = fit_probes(features[:, None, :], correct, [(0, train) for train, _ in folds], kind, seed)
-    predictions = np.empty(len(correct))
+    return held_out_predictions(features, folds, probes), probes
+
+
+def held_out_predictions(features: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]],
+                         probes: Sequence[FittedProbe]) -> np.ndarray:
+    """[n]: each fold's test rows of ``features`` [n, d] predicted by that fold's probe (rows in no test fold are
+    left unset)."""
+    predictions = np.empty(len(features))
     for (_, test), probe in zip(folds, probes):
         predictions[test] = probe.predict_proba(features[test])
-    return predictions, probes
+    return predictions

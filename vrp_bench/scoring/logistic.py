@@ -99,9 +99,7 @@ class _Problems:
         n = len(labels)
         self.eigen = {}
         for layer, rows in self.features.items():
-            scale = rows.std(axis=0)
-            scale = np.where(scale > 0, scale, 1.0)
-            standardised = (rows - rows.mean(axis=0)) / scale
+            standardised = Standardisation.fit(rows).transform(rows)
             self.eigen[layer] = np.linalg.eigh(standardised.T @ standardised)
         rates = np.clip(np.array([np.mean(labels[train]) for _, train in problems]), 0.05, 0.95)
         self.curvature_weight = self.C * rates * (1 - rates) * np.array([len(train) / n for _, train in problems])

@@ -31,6 +31,7 @@ from vrp_bench.scoring.crossval import (
     ProbeKind,
     cross_validation_problem,
     fit_probes,
+    held_out_predictions,
     out_of_fold,
     stratified_folds,
 )
@@ -118,19 +119,15 @@ def _pipeline(features: np.ndarray, labels: np.ndarray, kind: ProbeKind, seed: i
     per_layer = []
     for layer in layers:
         probes = [next(fitted) for _ in folds]
-        predictions = np.empty(len(labels))
-        for (_, test), probe in zip(folds, probes):
-            predictions[test] = probe.predict_proba(features[test, layer])
-        per_layer.append((predictions, probes))
+        per_layer.append((held_out_predictions(features[:, layer], folds, probes), probes))
     nested_predictions, chosen, inner_auroc = np.empty(len(labels)), [], []
     undefined: str | None = None
     for fold, ((train, test), inner_folds) in enumerate(zip(folds, inner)):
         scores = []
         for layer in layers:
-            inner_predictions = np.empty(len(labels))
-            for _, inner_test in inner_folds:
-                inner_predictions[inner_test] = next(fitted).predict_proba(features[inner_test, layer])
-            scores.append(_auroc_or_nan(inner_predictions[train], labels[train]))
+            probes = [next(fitted) for _ in inner_folds]
+            inner_predictions = held_out_predictions(features[:, layer], inner_folds, probes)[train]
+            scores.append(_auroc_or_nan(inner_predictions, labels[train]))
         if np.isnan(scores).all():
             undefined = undefined or f"outer fold {fold}: no layer's inner AUROC is defined (constant predictions)"
             continue

@@ -49,13 +49,19 @@ def test_bad_settings_are_usage_errors(bad) -> None:
 
 
 def test_layer_resolution() -> None:
-    assert resolve_layers("all", 3, None) == [0, 1, 2]
-    assert resolve_layers("probe", 3, 2) == [2]
-    assert resolve_layers(1, 3, None) == [1]
-    with pytest.raises(UsageError, match="0..2"):
-        resolve_layers(3, 3, None)
+    """Layers are hidden states 0..L (HF numbering); the MLP that writes hidden state i exists for i >= 1."""
+    assert resolve_layers("all", 3, None, "residual") == [0, 1, 2, 3]
+    assert resolve_layers("all", 3, None, "mlp") == [1, 2, 3]
+    assert resolve_layers("probe", 3, 2, "residual") == [2]
+    assert resolve_layers(3, 3, None, "residual") == [3]
+    with pytest.raises(UsageError, match="0..3"):
+        resolve_layers(4, 3, None, "residual")
+    with pytest.raises(UsageError, match="1..3"):
+        resolve_layers(0, 3, None, "mlp")
     with pytest.raises(UsageError, match="--layer N"):
-        resolve_layers("probe", 3, None)
+        resolve_layers("probe", 3, None, "residual")
+    with pytest.raises(UsageError, match="embedding output"):
+        resolve_layers("probe", 3, 0, "mlp")
 
 
 # --- outcome statistics ---------------------------------------------------------------------------
@@ -193,9 +199,9 @@ def test_layer_sweep_on_tiny_paligemma_writes_a_profile_and_rescores(cli, tmp_pa
     assert code == 0, err
     report = _report(tmp_path, "tiny_paligemma")
     ablation = report["ablation"]
-    assert ablation["layers"] == [0, 1, 2]
+    assert ablation["layers"] == [1, 2, 3]  # the MLPs writing hidden states 1..L
     profile = ablation["bottleneck"]["profile"]
-    assert [entry["layer"] for entry in profile] == [0, 1, 2]
+    assert [entry["layer"] for entry in profile] == [1, 2, 3]
     assert ablation["bottleneck"]["verdict"] in ("robust", "early bottleneck", "mid bottleneck", "late bottleneck",
                                                  "distributed")
     assert "bottleneck profile:" in out
@@ -209,7 +215,7 @@ def test_layer_sweep_on_tiny_paligemma_writes_a_profile_and_rescores(cli, tmp_pa
 @pytest.mark.parametrize("args, message", [
     (["--model", "constant", "--layer", 0], "no layers to ablate"),
     (["--model", "tiny_llava", "--model_args", "capture=false", "--layer", 0], "capture=True"),
-    (["--model", "tiny_llava", "--layer", 7], "decoder layers 0..2"),
+    (["--model", "tiny_llava", "--layer", 7], "residual layers are 0..3"),
     (["--model", "tiny_llava", "--fractions", "0,2"], "between 0 and 1"),
     (["--model", "tiny_llava", "--fractions", "a,b"], "numbers separated by commas"),
     (["--model", "tiny_llava", "--ablation_units", "best"], "choose from random, probe"),

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from conftest import REPO
 
 SHAPES = REPO / "tasks" / "vrp_shapes"
-SHAPES_TASKS = ["exists_random", "exists_popular", "exists_adversarial", "color", "count", "spatial"]
+SHAPES_TASKS = ["exists_random", "exists_popular", "exists_adversarial", "color", "count", "spatial", "caption"]
 
 
 def yes_share(task: str, limit: int) -> float:
@@ -41,8 +41,8 @@ def test_constant_yes_accuracy_equals_share_of_yes_targets(cli, tmp_path: Path) 
         assert [s["doc_id"] for s in lines] == list(range(20))
         assert all(s["prediction"] == "yes" and s["correct"] == (s["target"] == "yes") for s in lines)
     group = report["groups"]["vrp_shapes"]
-    assert sum(report["n-samples"][f"vrp_shapes_{t}"]["scored"] for t in SHAPES_TASKS) == 120
-    assert abs(group["exact_match,none"] - sum(yes_share(t, 20) for t in SHAPES_TASKS) / 6) < 1e-12
+    assert sum(report["n-samples"][f"vrp_shapes_{t}"]["scored"] for t in SHAPES_TASKS) == 20 * len(SHAPES_TASKS)
+    assert abs(group["exact_match,none"] - sum(yes_share(t, 20) for t in SHAPES_TASKS) / len(SHAPES_TASKS)) < 1e-12
     assert report["config"]["model_args"] == {"answer": "yes"} and report["config"]["seed"] == 0
     assert report["environment"]["versions"]["vrp-bench"]
     assert "vrp_shapes_spatial" in stdout and "| vrp_shapes " in stdout

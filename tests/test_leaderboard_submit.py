@@ -83,7 +83,7 @@ def test_edited_nan_schema_missing_file_and_no_fingerprint_are_refused(runs, tmp
 
     refused(edited(more_accurate), root, r"summary\.accuracy is .* recomputed")
     refused(edited(lambda r: json.dumps(r).replace('"n_resamples": 100', '"n_resamples": NaN')), root, "NaN")
-    refused(edited(lambda r: r.pop("results")), root, "breaks vrp-report/2")
+    refused(edited(lambda r: r.pop("results")), root, "breaks vrp-report/3")
     refused(edited(lambda r: r["model"].update(fingerprint=None)), root, "no fingerprint")
     missing = copy_run(runs["seed0"], tmp_path / "missing")
     next(missing.parent.glob("*_samples_*.jsonl")).unlink()

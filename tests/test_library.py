@@ -131,3 +131,21 @@ def test_import_vrp_bench_stays_cheap() -> None:
             "assert not {'torch', 'numpy', 'vrp_bench.run'} & set(sys.modules), sorted(sys.modules)")
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert completed.returncode == 0, completed.stderr
+
+
+def test_written_files_get_the_permissions_of_a_plain_open(tmp_path: Path) -> None:
+    """Atomic writes go through a private temporary file (mkstemp: 0600); the file written is not private."""
+    import os
+    import stat
+
+    from vrp_bench.api.files import atomic_path, write_files_atomically
+
+    umask = os.umask(0o022)
+    try:
+        write_files_atomically({tmp_path / "report.json": "{}"})
+        with atomic_path(tmp_path / "data.parquet") as temporary:
+            temporary.write_bytes(b"x")
+    finally:
+        os.umask(umask)
+    for name in ("report.json", "data.parquet"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644

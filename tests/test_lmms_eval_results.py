@@ -11,9 +11,7 @@ from typing import Any
 
 import pytest
 
-from conftest import REPO
 from vrp_bench.cli import main
-from vrp_bench.report.saved_run import load_run, read_report, recompute_results
 from vrp_bench.report.schema import schema_problems
 
 DOCS = [{"question": f"question {i}", "answer": "A" if i % 3 == 0 else "B"} for i in range(6)]
@@ -28,7 +26,7 @@ def table_rows(table: str) -> list[list[str]]:
 
 @pytest.fixture(scope="module")
 def vrp_run(tmp_path_factory) -> Path:
-    """The `constant` model on the vrp_shapes group (6 tasks), 4 docs each, with per-sample files."""
+    """The `constant` model on the vrp_shapes group (7 tasks), 4 docs each, with per-sample files."""
     out = tmp_path_factory.mktemp("vrp")
     assert main(["--model", "constant", "--tasks", "vrp_shapes", "--limit", "4", "--output_path", str(out),
                  "--log_samples", "--bootstrap_resamples", "100"]) == 0
@@ -53,21 +51,14 @@ def test_lmms_eval_make_table_prints_a_vrp_report(vrp_run: Path) -> None:
     assert all("n" not in entry and "n_errors" not in entry for entry in report["results"].values())
 
 
-def test_old_layout_reports_stay_readable(cli, tmp_path: Path) -> None:
-    """Reports written before n-shot (counts inside results and groups) validate, show and re-score as they are."""
-    baseline = REPO / "tests" / "baselines" / "tiny_llava"
-    results_path = next(baseline.glob("*_results.json"))
-    saved = read_report(results_path)
-    assert "n-shot" not in saved and saved["results"]["vrp_shapes_color"]["n"] == 40
-    assert recompute_results(load_run(results_path))[:2] == (saved["results"], saved["groups"])
-    code, out, err = cli("show", baseline)
-    assert code == 0, err
-    assert any(row[:4] == ["vrp_shapes_color", "1", "40", "0"] for row in table_rows(out))
-    board = next((REPO / "leaderboard" / "submissions" / "tiny_llava").glob("*_results.json"))
-    assert not schema_problems(json.loads(board.read_text()))
-    old = json.loads(board.read_text())
-    old["n-shot"] = {}  # the new layout's marker with the old counts: refused
-    assert any("groups.vrp_shapes" in problem for problem in schema_problems(old))
+def test_a_report_without_n_shot_breaks_the_schema(vrp_run: Path) -> None:
+    """Every vrp-report/3 report has lmms-eval's layout: n-shot, and the sample counts in n-samples only."""
+    report = json.loads(vrp_run.read_text())
+    del report["n-shot"]
+    assert schema_problems(report) == ["$: 'n-shot' is a required property"]
+    report = json.loads(vrp_run.read_text())
+    report["results"]["vrp_shapes_color"]["n"] = 4  # counts inside results (the layout before n-shot): refused
+    assert any(problem.startswith("$.results.vrp_shapes_color") for problem in schema_problems(report))
 
 
 LMMS_TASK = """\

@@ -19,7 +19,7 @@ def test_wheel_contains_packages_tasks_and_data(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for package in (REPO / "vrp_bench").rglob("__init__.py"):
         assert f"{package.relative_to(REPO).as_posix()}" in names, f"{package} is not packaged (pyproject packages)"
-    assert "vrp_bench/report/schema/vrp-report-2.json" in names
+    assert "vrp_bench/report/schema/vrp-report-3.json" in names
     shipped = [p for p in (REPO / "tasks").rglob("*") if p.is_file() and "__pycache__" not in p.parts]
     for path in shipped:
         assert f"vrp_bench/tasks/{path.relative_to(REPO / 'tasks').as_posix()}" in names, f"{path} is not packaged"

@@ -34,6 +34,8 @@ class PlantedModel(VLM):
             right = rng.random() < 0.6
             hidden = rng.normal(size=(N_LAYERS, HIDDEN)).astype(np.float16)
             hidden[1, 0] += 2.0 if right else -2.0
+            last = np.random.default_rng([request.seed, 1]).normal(size=(1, HIDDEN)).astype(np.float16)
+            hidden = np.vstack([hidden, last])  # hidden states 0..L (the last drawn apart: the stream stays as it was)
             attention = rng.random((N_LAYERS, GRID, GRID))
             responses.append(Response(
                 text=target if right else "wrong",
@@ -67,9 +69,9 @@ def results_of(folder: Path) -> dict:
 def test_planted_relations_are_recovered_out_of_fold(planted_run: Path) -> None:
     report = results_of(planted_run)
     within = report["signals"]["within_task"]
-    assert within["n"] == 360
+    assert within["n"] == 420
     p_tok = within["signals"]["p_tok"]["statistics"]["auroc"]
-    assert p_tok["ci"][0] > 0.75 and within["signals"]["p_tok"]["n_strata"] == 6
+    assert p_tok["ci"][0] > 0.75 and within["signals"]["p_tok"]["n_strata"] == 7
     h_s = within["signals"]["h_s"]["statistics"]["r_pb"]
     assert h_s["ci"][0] < 0 < h_s["ci"][1]
     probe = report["probes"]["hidden_last_prompt"]
@@ -80,9 +82,9 @@ def test_planted_relations_are_recovered_out_of_fold(planted_run: Path) -> None:
     assert report["probes"]["hidden_first_answer"]["reason"].startswith("no hidden states")
     best = report["summary"]["best_signal"]
     assert {best["name"], *best["same_ranking_as"]} == {"p_tok", "p_tok_prob", "min_logprob", "perplexity"}
-    assert best["n"] == 180 and best["ci"][0] > 0.7  # chosen on one half, reported on the other
+    assert best["n"] == 210 and best["ci"][0] > 0.7  # chosen on one half, reported on the other
     assert report["verdicts"]["cluster_failure"]["status"] != "does_not_hold"
-    assert report["layers"]["h_s_layers"][0]["correct"]["n"] + report["layers"]["h_s_layers"][0]["incorrect"]["n"] == 360
+    assert report["layers"]["h_s_layers"][0]["correct"]["n"] + report["layers"]["h_s_layers"][0]["incorrect"]["n"] == 420
 
 
 def test_trained_probes_are_saved_with_fold_provenance(planted_run: Path) -> None:
@@ -106,7 +108,7 @@ def test_score_reproduces_the_run_exactly(planted_run: Path, cli, tmp_path: Path
 def test_validate_accepts_runs_and_names_the_broken_path(planted_run: Path, cli, tmp_path: Path) -> None:
     path = next(planted_run.glob("*_results.json"))
     code, out, _ = cli("validate", path)
-    assert code == 0 and "valid vrp-report/2" in out
+    assert code == 0 and "valid vrp-report/3" in out
     broken = json.loads(path.read_text())
     broken["signals"]["within_task"]["signals"]["p_tok"]["statistics"]["auroc"]["value"] = "high"
     (tmp_path / "broken.json").write_text(json.dumps(broken))

@@ -61,7 +61,7 @@ def test_the_report_hashes_every_file_written_beside_it(traced_run: Path, cli) -
     assert report["files"] == beside
     assert {name.rsplit(".", 1)[1] for name in beside} >= {"jsonl", "npz"}  # samples, traces (and any probes)
     code, out, _ = cli("validate", next(traced_run.glob("*_results.json")))
-    assert code == 0 and f"valid vrp-report/2; {len(beside)} of {len(beside)} listed files present and matching" in out
+    assert code == 0 and f"valid vrp-report/3; {len(beside)} of {len(beside)} listed files present and matching" in out
 
 
 def test_a_run_without_files_beside_its_report_lists_none(cli, tmp_path: Path) -> None:
@@ -85,7 +85,7 @@ def test_score_from_unmodified_files_reproduces_results_groups_and_hashes(consta
     for key in ("results", "groups", "files"):
         assert rescored[key] == original[key], key
     code, out, _ = cli("validate", tmp_path / "rescored.json")  # its files are not beside it: not checked
-    assert code == 0 and "0 of 6 listed files present and matching their hashes (6 absent: not checked)" in out
+    assert code == 0 and "0 of 7 listed files present and matching their hashes (7 absent: not checked)" in out
 
 
 def test_an_edited_correct_is_refused_naming_the_file_and_doc(constant_run: Path, cli, tmp_path: Path) -> None:

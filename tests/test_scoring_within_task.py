@@ -11,6 +11,7 @@ import pytest
 from scipy.stats import false_discovery_control, norm, pearsonr, rankdata
 from sklearn.metrics import roc_auc_score
 
+from vrp_bench.report.console import signals_table
 from vrp_bench.scoring.bootstrap import resample_weights
 from vrp_bench.scoring.fusion import fusion_pipeline
 from vrp_bench.scoring.heldout import HeldOutDesign, evaluate_heldout, permuted_within
@@ -224,6 +225,48 @@ def test_cluster_failure_holds_with_enough_data_and_fails_with_a_real_relation()
     assert cluster_failure(structure_scores(rng, tasks, y, 0.0), ScoringSettings())["status"] == HOLDS
     related = cluster_failure(structure_scores(rng, tasks, y, 0.8), ScoringSettings())
     assert related["status"] == DOES_NOT_HOLD and "beyond" in related["decided_by"]
+
+
+def planted_without_c_k_dbscan(how: str) -> dict:
+    """The synthetic run's sections with c_k_dbscan degenerate on every doc: 0 everywhere ("constant"), null
+    everywhere with the reason in signal_errors ("failed"), or absent from every record ("absent")."""
+    samples, metadata = synthetic_run(per_task=40)
+    for records in samples.values():
+        for record in records:
+            if how == "constant":
+                record["signals"]["c_k_dbscan"] = 0
+            elif how == "failed":
+                record["signals"]["c_k_dbscan"] = None
+                record["signal_errors"] = {"c_k_dbscan": "ValueError: an attention map with zero total mass"}
+            else:
+                del record["signals"]["c_k_dbscan"]
+    sections, _ = score_sections(samples, {}, ScoringSettings(n_resamples=100, permutations=0, repeats=1), metadata)
+    return sections
+
+
+@pytest.mark.parametrize("how, why", [("constant", "signal is constant"),
+                                      ("failed", "null on all 160 scored docs: it failed on 160 (first: ValueError"),
+                                      ("absent", "null on all 160 scored docs (its inputs were not captured)")])
+def test_a_verdict_names_every_signal_it_could_not_test_and_why(how: str, why: str):
+    sections = planted_without_c_k_dbscan(how)
+    verdict = sections["verdicts"]["cluster_failure"]
+    assert set(verdict["signals"]) == {"h_s", "c_k_components"}
+    assert list(verdict["untested"]) == ["c_k_dbscan"] and verdict["untested"]["c_k_dbscan"].startswith(why)
+    assert f"c_k_dbscan untested: {why}" in verdict["decided_by"]
+    printed = [line for line in signals_table(sections) if isinstance(line, str) and "cluster_failure" in line]
+    assert len(printed) == 1 and f"c_k_dbscan untested: {why}" in printed[0]
+
+
+def test_a_verdict_with_nothing_tested_names_each_signal_once_per_reason():
+    rng = np.random.default_rng(0)
+    tasks, y = tasks_and_labels(rng, 30)
+    records = [{"correct": bool(c), "signals": {"h_s": 1.0}} for c in y]
+    scores = {"h_s": {**score_signal([1.0] * len(y), y, -1, strata=tasks), "tasks": sorted(set(tasks))}}
+    verdict = cluster_failure(scores, ScoringSettings(), records)
+    assert verdict["status"] == UNDETERMINED and set(verdict["untested"]) == {"h_s", "c_k_dbscan", "c_k_components"}
+    assert verdict["decided_by"].startswith("no attention-structure signal could be tested; h_s untested: signal is")
+    assert "; c_k_dbscan, c_k_components untested: null on all 120 scored docs" in verdict["decided_by"]
+    assert cluster_failure(scores, ScoringSettings())["untested"]["c_k_dbscan"] == "not scored in this run"
 
 
 def records_with_deltas(deltas: np.ndarray) -> list[dict]:

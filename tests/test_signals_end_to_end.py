@@ -31,7 +31,7 @@ def test_every_signal_for_every_sample(cli, tmp_path: Path, family: str) -> None
     records = run(cli, tmp_path, family, "--sc_samples", "4")
     report = json.loads(next((tmp_path / f"tiny_{family}").glob("*_results.json")).read_text())
     n_layers = report["model"]["n_layers"]
-    assert len(records) == 36
+    assert len(records) == 42
     for record in records:
         signals = record["signals"]
         assert set(signals) == set(SIGNALS), set(SIGNALS) ^ set(signals)
@@ -70,7 +70,7 @@ def test_probe_null_is_at_chance_and_scores_are_held_out(cli, tmp_path: Path, fa
     probe = report["probes"]["hidden_last_prompt"]
     null = probe["nested"]["permutation_test"]
     assert 0.4 <= null["null_mean"] <= 0.6 and null["n_permutations"] == 20 and null["null_band"][0] < 0.5
-    assert probe["nested"]["auroc"]["n"] == report["signals"]["within_task"]["n"] == 300
+    assert probe["nested"]["auroc"]["n"] == report["signals"]["within_task"]["n"] == 350
     meta = json.loads(next(folder.glob("*_probes_hidden_last_prompt.json")).read_text())
     nested = [fold for fold in meta["folds"] if fold["pipeline"] == "nested"]
     tested = [doc for fold in nested for doc in fold["test_doc_ids"]]

@@ -125,7 +125,7 @@ def full_capture(settings: SignalSettings = SignalSettings(), **changes) -> Sign
         token_logprobs=[-0.1, -0.5],
         token_entropies=[0.3, 0.2],
         token_margins=[2.0, 1.0],
-        truth_margin_layers=[-1.0, 0.5, 2.0, 3.0],
+        truth_margin_layers=[-1.5, -1.0, 0.5, 2.0, 3.0],  # hidden states 0..4 of 4 decoder layers
         sc_answers=["Yes", "yes.", "no"],
         target="yes",
     )
@@ -224,8 +224,11 @@ def test_traces_check_shapes_where_they_are_built_and_name_the_field():
         Traces(token_logprobs=np.ones((2, 2)))
     with pytest.raises(TraceError, match="differ in length"):
         Traces(token_logprobs=np.ones(2), token_entropies=np.ones(3))
-    with pytest.raises(TraceError, match="number of layers"):
-        Traces(answer_attention_mean=np.ones((4, 2, 2)), hidden_last_prompt=np.ones((3, 8), dtype=np.float16))
+    with pytest.raises(TraceError, match="L \\+ 1 hidden states"):  # 4 decoder layers have 5 hidden states
+        Traces(answer_attention_mean=np.ones((4, 2, 2)), hidden_last_prompt=np.ones((4, 8), dtype=np.float16))
+    with pytest.raises(TraceError, match="differ in length"):
+        Traces(truth_margin_layers=np.ones(5), hidden_last_prompt=np.ones((4, 8), dtype=np.float16))
+    Traces(answer_attention_mean=np.ones((4, 2, 2)), hidden_last_prompt=np.ones((5, 8), dtype=np.float16))
     with pytest.raises(TraceError, match="sc_answers"):
         Traces(sc_answers="yes")
     with pytest.raises(TypeError):  # a misspelt field is an error, never a silently missing signal

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 
+from vrp_bench.report.comparability import differences
+from vrp_bench.signals.compute import compute_signals
+from vrp_bench.signals.inputs import SignalInputs, SignalSettings
 from vrp_bench.signals.structural import (
     cluster_count_components,
     cluster_count_dbscan,
@@ -16,6 +20,8 @@ from vrp_bench.signals.structural import (
     normalize_map,
     spatial_entropy,
     spatial_entropy_peruzzo,
+    top_cell_count,
+    top_cells,
 )
 
 
@@ -61,6 +67,71 @@ def test_dbscan_counts_separated_blobs():
     assert cluster_count_dbscan(blob((6, 6), [(2, 2)])) == 1
     # a 3x3 map of distinct values keeps only its maximum (< min_samples): 0
     assert cluster_count_dbscan(np.arange(9.0).reshape(3, 3)) == 0
+
+
+def test_dbscan_keeps_exactly_k_top_cells_with_ties_broken_by_position():
+    # k = ceil((100 - percentile) / 100 * N): the study's top 10% at percentile 90
+    assert [top_cell_count(n, 90.0) for n in (9, 16, 100, 576)] == [1, 2, 10, 58]
+    assert top_cell_count(1000, 90.1) == 99 and top_cell_count(10, 100.0) == 0 and top_cell_count(10, 0.0) == 10
+    for bad in (-1.0, 100.5):
+        with pytest.raises(ValueError):
+            top_cell_count(10, bad)
+    # a mostly-zero map keeps k = 10 cells, not its 97 zeros tied with P90 = 0: its 3 hot cells, then the
+    # earliest zeros in row-major order
+    sparse = np.zeros((10, 10))
+    sparse[[9, 5, 0], [9, 5, 5]] = [3.0, 2.0, 1.0]
+    kept = top_cells(sparse).tolist()
+    assert len(kept) == 10
+    assert kept == [[0, c] for c in range(8)] + [[5, 5], [9, 9]]
+    # ties broken by position: three equal maxima, k = 2 keeps the two earliest in row-major order
+    tied = np.ones((4, 4))
+    tied[[3, 2, 0], [3, 0, 2]] = 5.0
+    assert top_cells(tied).tolist() == [[0, 2], [2, 0]]
+    assert top_cells(np.ones((4, 4))).tolist() == [[0, 0], [0, 1]]
+    # the old rule (M >= P90) kept all 16 cells of a one-hot 4x4 map: one cluster; now k = 2 < min_samples: 0
+    one_hot = np.zeros((4, 4))
+    one_hot[2, 2] = 1.0
+    assert cluster_count_dbscan(one_hot) == 0
+
+
+def test_connectivity_4_and_8_differ_on_a_diagonal_and_is_a_setting():
+    diagonal = np.eye(4)  # the 4 diagonal cells touch only at corners
+    assert spatial_entropy_peruzzo(diagonal) == 0.0  # default 8: one component
+    assert spatial_entropy_peruzzo(diagonal, connectivity=8) == 0.0
+    assert spatial_entropy_peruzzo(diagonal, connectivity=4) == pytest.approx(math.log(4))  # 4 equal components
+    # top 30% of mass: the first two diagonal cells (0.25 each), one 8-connected focus, two 4-connected ones
+    assert cluster_count_components(diagonal) == 0 and cluster_count_components(diagonal, connectivity=8) == 0
+    assert cluster_count_components(diagonal, connectivity=4) == 1
+    for bad in (0, 6, 9):
+        with pytest.raises(ValueError, match="connectivity"):
+            spatial_entropy_peruzzo(diagonal, connectivity=bad)
+        with pytest.raises(ValueError, match="connectivity"):
+            cluster_count_components(diagonal, connectivity=bad)
+        with pytest.raises(ValueError, match="connectivity"):
+            SignalSettings(connectivity=bad)
+    # SignalSettings.connectivity reaches every component signal, per layer too
+    stack = np.stack([diagonal, diagonal])
+    names = ("h_s_peruzzo", "h_s_peruzzo_layers", "c_k_components", "c_k_components_layers")
+    eight = compute_signals(SignalInputs.of(answer_attention_mean=stack), names=names).values
+    four = compute_signals(SignalInputs.of(SignalSettings(connectivity=4), answer_attention_mean=stack),
+                           names=names).values
+    assert eight == {"h_s_peruzzo": 0.0, "h_s_peruzzo_layers": [0.0, 0.0], "c_k_components": 0,
+                     "c_k_components_layers": [0, 0]}
+    assert four["h_s_peruzzo"] == pytest.approx(math.log(4)) and four["c_k_components_layers"] == [1, 1]
+
+
+def report_with_signals(signals: dict | None) -> dict:
+    return {"config": {"signals": signals}, "results": {"t": {}}, "versions": {"t": 1}, "doc_sets": {"t": "x"}}
+
+
+def test_connectivity_is_part_of_the_comparison_and_older_reports_count_as_8():
+    current = dataclasses.asdict(SignalSettings())
+    assert current["connectivity"] == 8
+    older = {k: v for k, v in current.items() if k != "connectivity"}  # written before the setting existed
+    assert differences(report_with_signals(older), report_with_signals(current)) == []
+    four = report_with_signals({**current, "connectivity": 4})
+    assert differences(report_with_signals(older), four) == ["different signal settings: connectivity"]
+    assert differences(report_with_signals(current), four) == ["different signal settings: connectivity"]
 
 
 def test_components_counts_extra_foci():

@@ -393,9 +393,9 @@ def test_all_runs_the_tasks_that_suit_the_model_and_naming_one_runs_it_anyway() 
     assert sorted(tiny.report["results"]) == sorted(n for n in index.tasks if n.startswith("vrp_shapes_")
                                                     and "_336_" not in n)
     assert all("its images are 336 px; model tiny_llava suits 64 px" in reason
-               for reason in tiny.report["skipped"].values()) and len(tiny.report["skipped"]) == 6
+               for reason in tiny.report["skipped"].values()) and len(tiny.report["skipped"]) == 7
     named = vrp_bench.evaluate("tiny_llava", "vrp_shapes_336_color", model_args={"sc_samples": 0, "capture": False},
                                limit=1)
     assert list(named.report["results"]) == ["vrp_shapes_336_color"]
     floor = vrp_bench.evaluate("constant", "vrp_shapes*", limit=1)  # suits any size
-    assert len(floor.report["results"]) == 12 and not floor.report["skipped"]
+    assert len(floor.report["results"]) == 14 and not floor.report["skipped"]

@@ -10,20 +10,24 @@ import datasets
 import numpy as np
 import pytest
 
+from vrp_bench.api.task_index import TaskIndex
 from vrp_bench.datasets.export import content_hash, read_parquet_docs, verify_split, write_split
 from vrp_bench.datasets.vrp_shapes import (
     ANSWERS,
+    CAPTION_QUESTION,
     COLORS,
     QUESTION_SETS,
     RGB,
     SHAPES,
     VOCABULARY,
+    caption,
     generate_docs,
     scene_signature,
 )
 
 DATA_DIR = Path(__file__).parents[1] / "tasks/vrp_shapes/data"
 EXISTS_SETS = ("exists_random", "exists_popular", "exists_adversarial")
+ONE_WORD_SETS = (*EXISTS_SETS, "color", "count", "spatial")
 BACKGROUND = np.array([255, 255, 255], dtype=np.uint8)
 
 
@@ -69,9 +73,15 @@ def test_same_seed_same_docs_and_other_seed_differs() -> None:
         assert content_hash(generate_docs(question_set, "train", n=24)) != first
 
 
-def test_prefix_stable_stream() -> None:
-    head = generate_docs("spatial", n=10)
-    assert content_hash(head) == content_hash(generate_docs("spatial", n=40)[:10])
+@pytest.mark.parametrize("question_set", ["spatial", "caption"])
+def test_prefix_stable_stream(question_set: str) -> None:
+    head = generate_docs(question_set, n=10)
+    assert content_hash(head) == content_hash(generate_docs(question_set, n=40)[:10])
+
+
+def test_question_sets_are_only_appended() -> None:
+    """Each set's seed stream is keyed by its index: the first sets keep their place (and their docs)."""
+    assert QUESTION_SETS[: len(ONE_WORD_SETS)] == ONE_WORD_SETS and QUESTION_SETS[-1] == "caption"
 
 
 @pytest.mark.parametrize(
@@ -112,7 +122,7 @@ def test_objects_do_not_overlap(docs64: dict[str, list[dict]]) -> None:
 
 
 def test_words_are_in_vocabulary(docs64: dict[str, list[dict]]) -> None:
-    used = {word for doc in all_docs(docs64) for word in doc["question"].split() + [doc["answer"]]}
+    used = {word for doc in all_docs(docs64) for word in doc["question"].split() + doc["answer"].split()}
     assert used <= set(VOCABULARY)
     assert set(COLORS) | set(SHAPES) <= set(VOCABULARY)
 
@@ -204,12 +214,52 @@ def test_negative_strategies_differ(docs64: dict[str, list[dict]]) -> None:
     assert negatives["exists_popular"] != negatives["exists_adversarial"]
 
 
-@pytest.mark.parametrize("question_set", QUESTION_SETS)
+@pytest.mark.parametrize("question_set", ONE_WORD_SETS)
 def test_answers_balanced(question_set: str, docs64: dict[str, list[dict]]) -> None:
     counts = Counter(doc["answer"] for doc in docs64[question_set])
     question_type = docs64[question_set][0]["question_type"]
     assert set(counts) == set(ANSWERS[question_type])
     assert max(counts.values()) - min(counts.values()) <= 1
+
+
+@pytest.mark.parametrize("size_fixture", ["docs64", "docs336"])
+def test_caption_lists_every_object_left_to_right(size_fixture: str, request: pytest.FixtureRequest) -> None:
+    for doc in request.getfixturevalue(size_fixture)["caption"]:
+        assert doc["question"] == CAPTION_QUESTION and doc["question_type"] == "caption"
+        assert doc["negative_sampling"] == "" and doc["boxes"] == [obj["box"] for obj in doc["objects"]]
+        words = doc["answer"].split()
+        assert len(words) == 2 * len(doc["objects"]) and doc["answer"] == " ".join(words)
+        left_to_right = sorted(doc["objects"], key=lambda obj: (obj["box"][0], obj["box"][1]))
+        assert list(zip(words[::2], words[1::2])) == [(obj["color"], obj["shape"]) for obj in left_to_right]
+        assert caption(doc["objects"]) == doc["answer"]
+
+
+def test_caption_object_counts_balanced(docs64: dict[str, list[dict]]) -> None:
+    counts = Counter(len(doc["objects"]) for doc in docs64["caption"])
+    assert set(counts) == {1, 2, 3, 4} and max(counts.values()) - min(counts.values()) <= 1
+    crowded = [doc["answer"] for doc in docs64["caption"] if len(doc["objects"]) >= 3]
+    assert len(set(crowded)) > 0.9 * len(crowded), "captions of 3-4 objects should rarely repeat"
+
+
+def test_caption_task_scores_the_whole_caption_by_exact_match() -> None:
+    task = TaskIndex().build("vrp_shapes_caption")
+    assert task.config.metadata["boxes_answer_independent"] is False
+    task.load()
+    assert len(task) == 300
+    doc = next(doc for doc in map(task.doc, range(len(task))) if len(doc["objects"]) == 4)
+    _, request = task.render(0, task.prompt_kwargs(()), {}, 0)
+    assert request.prompt.startswith(CAPTION_QUESTION + "\n") and request.generation.max_new_tokens >= 9
+
+    def exact_match(prediction: str) -> float:
+        return task.score(doc, prediction)[task.primary_filter]["metrics"]["exact_match"]
+
+    words = doc["answer"].split()
+    assert len(words) == 8
+    assert exact_match(doc["answer"]) == 1.0
+    assert exact_match(doc["answer"].upper().replace(" ", ", ", 1) + ".") == 1.0  # case and punctuation normalised
+    wrong = " ".join([*words[:-1], next(shape for shape in SHAPES if shape != words[-1])])
+    assert exact_match(wrong) == 0.0
+    assert exact_match(" ".join(words[:-2])) == 0.0  # one object left out
 
 
 def test_kind_frequencies_follow_a_skewed_prior(docs64: dict[str, list[dict]]) -> None:

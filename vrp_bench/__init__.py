@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _LAZY = {"evaluate": "vrp_bench.run", "Evaluation": "vrp_bench.run"}
 __all__ = ["__version__", *_LAZY]

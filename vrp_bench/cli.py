@@ -352,7 +352,7 @@ def models_command() -> None:
 @cli.command("validate")
 @click.argument("report", type=click.Path(path_type=Path))
 def validate_command(report: Path) -> None:
-    """Check a report file against the shipped JSON Schema (vrp-report/2), then the sha256 of each file it lists
+    """Check a report file against the shipped JSON Schema (vrp-report/3), then the sha256 of each file it lists
     that is beside it; a broken schema or a file that differs from its hash exits 2."""
     from vrp_bench.report.saved_run import check_listed_files, read_report
     from vrp_bench.report.schema import SCHEMA_ID

@@ -16,11 +16,21 @@ from pathlib import Path
 from vrp_bench.api.errors import UsageError
 
 
+def _temporary_sibling(path: Path) -> tuple[int, str]:
+    """(open handle, name) of a new temporary file beside ``path``, with the permissions a plain ``open`` would give
+    it (mkstemp makes it private: 0600), so the file it becomes is as readable as any other the user writes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(name, 0o666 & ~umask)
+    return handle, name
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary sibling of ``path`` to write to; moved onto ``path`` only if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    handle, name = _temporary_sibling(path)
     os.close(handle)
     temporary = Path(name)
     try:
@@ -48,8 +58,7 @@ def write_files_atomically(files: dict[Path, str | bytes]) -> None:
     staged: list[tuple[Path, Path]] = []
     try:
         for path, content in files.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            handle, temporary = _temporary_sibling(path)
             staged.append((Path(temporary), path))
             with os.fdopen(handle, "wb") as stream:
                 stream.write(_encoded(content))

@@ -19,12 +19,16 @@ from typing import Any, Literal
 from vrp_bench.api.instance import Request, Response
 
 UnitSpace = Literal["residual", "mlp"]
-"""``residual``: the dimensions of a decoder layer's output; ``mlp``: the intermediate neurons of its MLP."""
+"""``residual``: the dimensions of a hidden state; ``mlp``: the intermediate neurons of the MLP that writes it.
+
+Layers are numbered like Hugging Face's ``output_hidden_states``: layer i is hidden state i (0: the embedding
+output, i: decoder layer i - 1's output, L: the last after the final norm), the layer a hidden-state probe
+reports; its ``mlp`` units are decoder layer i - 1's MLP neurons (i >= 1)."""
 
 
 @dataclass(frozen=True)
 class UnitSite:
-    """Where the units of one decoder layer in one space live.
+    """Where the units of one layer in one space live.
 
     ``module`` (a torch module) holds them in its output (``where="output"``) or first input (``"input"``);
     ``size`` is their number; ``readout`` is the [hidden, size] weight that writes them into the residual
@@ -63,11 +67,11 @@ class Intervenable(ABC):
     @property
     @abstractmethod
     def n_layers(self) -> int:
-        """Number of decoder layers."""
+        """Number of decoder layers L (hidden states 0..L)."""
 
     @abstractmethod
     def unit_site(self, layer: int, space: UnitSpace) -> UnitSite:
-        """Where decoder layer ``layer``'s units of ``space`` live."""
+        """Where the units of ``space`` of layer ``layer`` (hidden-state numbering, see ``UnitSpace``) live."""
 
     @abstractmethod
     def image_token_layout(self, requests: Sequence[Request]) -> ImageTokenLayout:

@@ -7,20 +7,25 @@ optional (None: not captured). Shapes, checked where a ``Traces`` is built (``Tr
 =========================  ===========================  =================================================
 field                      shape                        what it holds
 =========================  ===========================  =================================================
-``answer_attention_mean``  [decoder layers, rows, cols] decoder attention from the answer tokens (mean over
-                                                        them) to the image tokens on the patch grid, head mean
+``answer_attention_mean``  [decoder layers, rows, cols] decoder attention from the answer tokens (mean of
+                                                        their raw rows, mass-weighted: see the field) to the
+                                                        image tokens on the patch grid, head mean
 ``answer_attention_first`` [decoder layers, rows, cols] the same from the first answer token only
 ``vision_attention``       [vision layers, rows, cols]  the vision encoder's attention over its own patches
 ``token_logprobs``         [answer tokens]              log p(generated token) per answer token
 ``token_entropies``        [answer tokens]              entropy (nats) of each next-token distribution
 ``token_margins``          [answer tokens]              top-1 minus top-2 log-probability per answer token
-``truth_margin_layers``    [decoder layers]             logit lens at the last prompt position: logit of the
+``truth_margin_layers``    [hidden states]              logit lens at the last prompt position: logit of the
                                                         reference answer's first token - best other logit
-``hidden_last_prompt``     [decoder layers, hidden]     residual stream at the last prompt position
-``hidden_first_answer``    [decoder layers, hidden]     residual stream at the first answer position
+``hidden_last_prompt``     [hidden states, hidden]      residual stream at the last prompt position
+``hidden_first_answer``    [hidden states, hidden]      residual stream at the first answer position
 ``first_token_logprobs``   [vocabulary]                 log-softmax of the first answer step
 ``sc_answers``             K strings                    self-consistency samples of the answer
 =========================  ===========================  =================================================
+
+Layers are numbered like Hugging Face's outputs: "decoder layers" (L of them) like ``output_attentions``;
+"hidden states" (L + 1) like ``output_hidden_states``: 0 is the embedding output, i the output of decoder
+layer i - 1, and L the last layer's output after the final norm (the study's "layer 21" is hidden state 21).
 
 Values may be NaN or degenerate (a zero-mass map): that is a property of the sample, and the signals that
 fail on it are null with their reason; a wrong shape is a bug of the backend and raises here.
@@ -39,6 +44,16 @@ HIDDEN_POSITIONS: tuple[HiddenPosition, ...] = ("hidden_last_prompt", "hidden_fi
 """The captured hidden-state positions, in the order probes and reports list them."""
 LAST_PROMPT: HiddenPosition = "hidden_last_prompt"
 """The position whose probe picks the layer to ablate (the answer is not yet written there)."""
+LAYER_NUMBERING = {
+    "hidden_states": "Hugging Face's output_hidden_states: 0 = the embedding output, i = the output of decoder layer "
+                     "i - 1, L = the last layer's output after the final norm (hidden_last_prompt, hidden_first_answer, "
+                     "truth_margin_layers, the probes' layers, ablation layers)",
+    "decoder_layers": "Hugging Face's output_attentions: decoder layer l = 0..L-1, which reads hidden state l and "
+                      "writes hidden state l + 1 (answer attention maps, h_s_layers, c_k_*_layers, grounding_*_layers)",
+    "decoder_layer_changes": "entry i = the change from decoder layer i to decoder layer i + 1 (delta_h_s_layers)",
+    "vision_blocks": "vision-encoder block j = 0..V-1 (vision_attention, vision_*_layers)",
+}
+"""How every per-layer output is numbered (written into each report as ``layer_numbering``)."""
 SELF_CONSISTENCY_FIELDS = ("sc_answers",)
 """The fields a backend fills only when it draws self-consistency samples."""
 ATTENTION_MAPS = ("answer_attention_mean", "vision_attention")
@@ -54,6 +69,16 @@ class Traces:
     """One sample's captured arrays (see the module docstring for each field's shape)."""
 
     answer_attention_mean: np.ndarray | None = None
+    """Per decoder layer l: A[l] = (1/T) sum_t a_t[l] over the T = max(answer tokens, 1) generation steps, where
+    a_t[l] is the head-mean attention row of the query that emits answer token t, restricted to the image
+    positions: raw weights, a slice of a softmax over all keys, so its image mass m_t = sum a_t[l] is <= 1.
+
+    Mean of the raw per-step rows (mass-weighted): once the layer map is normalised (``structural.normalize_map``),
+    A / sum A = sum_t m_t (a_t / m_t) / sum_t m_t, so a step that puts more of its attention on the image counts
+    more, and a step that barely looks at it hardly counts. The per-step-normalised alternative,
+    (1/T) sum_t a_t / m_t, weighs every answer step alike however little attention it gives the image (and
+    is undefined for a step with m_t = 0). ``models.instrumented`` writes the mass-weighted one; so should
+    any other backend, for its signals to mean the same."""
     answer_attention_first: np.ndarray | None = None
     vision_attention: np.ndarray | None = None
     token_logprobs: np.ndarray | None = None
@@ -85,8 +110,12 @@ class Traces:
         if first is not None and mean is not None and first.shape != mean.shape:
             raise TraceError(f"traces: answer_attention_first has shape {first.shape}, answer_attention_mean {mean.shape}")
         layers = {name: len(getattr(self, name)) for name in _DECODER_LAYER_FIELDS if getattr(self, name) is not None}
-        if len(set(layers.values())) > 1:
-            raise TraceError(f"traces: the per-decoder-layer fields differ in their number of layers: {layers}")
+        states = {name: len(getattr(self, name)) for name in _HIDDEN_STATE_FIELDS if getattr(self, name) is not None}
+        if len(set(layers.values())) > 1 or len(set(states.values())) > 1:
+            raise TraceError(f"traces: fields on one layer axis differ in length: {layers | states}")
+        if layers and states and set(states.values()) != {next(iter(layers.values())) + 1}:
+            raise TraceError(f"traces: L decoder layers have L + 1 hidden states (embedding output first), got {layers} "
+                             f"and {states}")
 
     @property
     def captured(self) -> bool:
@@ -116,14 +145,14 @@ _ARRAY_DIMS: dict[str, tuple[str, ...]] = {
     "token_logprobs": ("answer tokens",),
     "token_entropies": ("answer tokens",),
     "token_margins": ("answer tokens",),
-    "truth_margin_layers": ("decoder layers",),
-    "hidden_last_prompt": ("decoder layers", "hidden"),
-    "hidden_first_answer": ("decoder layers", "hidden"),
+    "truth_margin_layers": ("hidden states",),
+    "hidden_last_prompt": ("hidden states", "hidden"),
+    "hidden_first_answer": ("hidden states", "hidden"),
     "first_token_logprobs": ("vocabulary",),
 }
 _TOKEN_FIELDS = ("token_logprobs", "token_entropies", "token_margins")
-_DECODER_LAYER_FIELDS = ("answer_attention_mean", "answer_attention_first", "truth_margin_layers",
-                         "hidden_last_prompt", "hidden_first_answer")
+_DECODER_LAYER_FIELDS = ("answer_attention_mean", "answer_attention_first")
+_HIDDEN_STATE_FIELDS = ("truth_margin_layers", "hidden_last_prompt", "hidden_first_answer")
 TRACE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Traces))
 assert set(_ARRAY_DIMS) | set(SELF_CONSISTENCY_FIELDS) == set(TRACE_FIELDS)
 

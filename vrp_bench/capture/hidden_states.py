@@ -1,40 +1,61 @@
-"""The residual stream at the last position of every call, per decoder layer (forward hooks).
+"""The residual stream at the last position of every call, numbered like Hugging Face's ``output_hidden_states``.
 
-During generation with a KV cache, call 0 of a layer is the prompt (its last position is the last
+Index 0 is the embedding output (the first decoder layer's input), index i in 1..L-1 the output of decoder
+layer i - 1, and index L the last layer's output after the final norm: the family adapter lists these sites
+(``FamilyAdapter.hidden_state_sites``), so a probe's "layer 21" is HF's ``hidden_states[21]``, the study's
+numbering. During generation with a KV cache, call 0 of a site is the prompt (its last position is the last
 prompt token) and call 1 processes the first answer token; ``keep_calls`` bounds what is kept.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
+Where = Literal["input", "output"]
+"""A site's tensor: the module's first input (a forward pre-hook) or its output (a forward hook)."""
+
+
+def _first_tensor(value: Any) -> torch.Tensor:
+    return value[0] if isinstance(value, tuple) else value
+
 
 class LastPositionCapture:
-    """Forward hooks on ``layers`` keeping ``output[:, -1]`` (float32) for the first ``keep_calls`` calls."""
+    """Hooks on ``sites`` ((module, where) pairs) keeping ``tensor[:, -1]`` (float32) for the first
+    ``keep_calls`` calls of each."""
 
-    def __init__(self, layers: Sequence[nn.Module], keep_calls: int = 2) -> None:
-        self.layers = list(layers)
+    def __init__(self, sites: Sequence[tuple[nn.Module, Where]], keep_calls: int = 2) -> None:
+        self.sites = list(sites)
         self.keep_calls = keep_calls
         self.records: list[list[torch.Tensor]] = []
         self._handles: list[Any] = []
 
-    def _hook(self, index: int) -> Any:
-        def keep_last_position(module: nn.Module, args: Any, output: Any) -> None:
-            hidden = output[0] if isinstance(output, tuple) else output
-            if len(self.records[index]) < self.keep_calls:
-                self.records[index].append(hidden[:, -1].detach().float().clone())
+    def _keep(self, index: int, value: Any) -> None:
+        if len(self.records[index]) < self.keep_calls:
+            self.records[index].append(_first_tensor(value)[:, -1].detach().float().clone())
 
-        return keep_last_position
+    def _hook(self, index: int, where: Where) -> Any:
+        if where == "input":
+            def keep_input(module: nn.Module, args: Any, kwargs: dict[str, Any]) -> None:
+                self._keep(index, args[0] if args else kwargs["hidden_states"])
+
+            return keep_input
+
+        def keep_output(module: nn.Module, args: Any, output: Any) -> None:
+            self._keep(index, output)
+
+        return keep_output
 
     def __enter__(self) -> "LastPositionCapture":
-        self.records = [[] for _ in self.layers]
+        self.records = [[] for _ in self.sites]
         try:
-            for index, layer in enumerate(self.layers):
-                self._handles.append(layer.register_forward_hook(self._hook(index)))
+            for index, (module, where) in enumerate(self.sites):
+                hook = self._hook(index, where)
+                self._handles.append(module.register_forward_pre_hook(hook, with_kwargs=True) if where == "input"
+                                     else module.register_forward_hook(hook))
         except BaseException:
             self.__exit__()
             raise
@@ -46,7 +67,7 @@ class LastPositionCapture:
         self._handles = []
 
     def stacked(self, call: int) -> torch.Tensor | None:
-        """[batch, n_layers, hidden] for call ``call`` (0: last prompt position), or None if not reached."""
+        """[batch, n_sites, hidden] for call ``call`` (0: last prompt position), or None if not reached."""
         if any(len(calls) <= call for calls in self.records):
             return None
         return torch.stack([calls[call] for calls in self.records], dim=1)

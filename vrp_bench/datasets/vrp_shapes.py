@@ -9,14 +9,15 @@ Boxes are ``[x0, y0, x1, y1]`` integer pixel coordinates with exclusive ``x1``/`
 convention: ``image.crop(box)`` is exactly the object's bounding square). Rendering is integer
 arithmetic on numpy arrays, so images are bit-identical across platforms and Pillow versions.
 
-Questions are lower-case words separated by single spaces and end with " ?"; answers are one word
-(see ``VOCABULARY``).
+Questions are lower-case words separated by single spaces and end with " ?"; answers are one word,
+except the ``caption`` set's: every object's "colour shape", left to right (``caption``), 2-8 words.
+Every word of every question and answer is in ``VOCABULARY``.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +32,9 @@ QUESTION_SETS = (
     "color",
     "count",
     "spatial",
+    "caption",
 )
+"""Question sets, in seed-stream order (``QUESTION_SETS.index`` seeds each set's docs: append only)."""
 SPLITS = ("test", "train")
 
 RGB = {
@@ -48,6 +51,8 @@ EXISTS_TEMPLATE = "is there a {color} {shape} in the image ?"
 COLOR_TEMPLATE = "what color is the {shape} ?"
 COUNT_TEMPLATE = "how many {shape}s are there ?"
 SPATIAL_TEMPLATE = "where is the {color} {shape} relative to the {other_color} {other_shape} ?"
+CAPTION_QUESTION = "what is in the image ?"
+"""The caption set's question (also the tiny zoo's auxiliary training task, ``vrp_bench.zoo.train``)."""
 
 RELATIONS = ("left", "right", "above", "below")
 COUNTS = ("1", "2", "3", "4")
@@ -57,7 +62,7 @@ ANSWERS = {
     "count": COUNTS,
     "spatial": RELATIONS,
 }
-"""Every possible answer, per question type."""
+"""Every possible answer, per question type; the caption type is left out (its answers: ``caption``)."""
 
 QUESTION_TYPES = {
     "exists_random": "exists",
@@ -66,6 +71,7 @@ QUESTION_TYPES = {
     "color": "color",
     "count": "count",
     "spatial": "spatial",
+    "caption": "caption",
 }
 """Question type asked by each question set."""
 
@@ -95,7 +101,7 @@ PRIOR /= PRIOR.sum()
 
 def _vocabulary() -> tuple[str, ...]:
     """Every word that can appear in a question or an answer, sorted."""
-    templates = (EXISTS_TEMPLATE, COLOR_TEMPLATE, COUNT_TEMPLATE, SPATIAL_TEMPLATE)
+    templates = (EXISTS_TEMPLATE, COLOR_TEMPLATE, COUNT_TEMPLATE, SPATIAL_TEMPLATE, CAPTION_QUESTION)
     template_words = {word for template in templates for word in template.split() if "{" not in word}
     plurals = {f"{shape}s" for shape in SHAPES}
     answers = {answer for choices in ANSWERS.values() for answer in choices}
@@ -178,12 +184,13 @@ def _generate_items(question_set: str, split: str, n: int, seed: int) -> list[Qu
         np.random.default_rng(child) for child in _seed_sequence(seed, split, question_set).spawn(3)
     )
     question_type = QUESTION_TYPES[question_set]
-    labels = _balanced_labels(ANSWERS[question_type], n, labels_rng)
+    labels = _balanced_labels(COUNTS if question_type == "caption" else ANSWERS[question_type], n, labels_rng)
     excluded = _train_exclusions(question_set, seed) if split == "train" else frozenset()
     if question_type == "exists":
         drafts = [_draw_exists(label, question_set, scene_rng, excluded) for label in labels]
         return _resolve_exists(drafts, question_set, tiebreak_rng)
-    draw = {"color": _draw_color, "count": _draw_count, "spatial": _draw_spatial}[question_type]
+    draws = {"color": _draw_color, "count": _draw_count, "spatial": _draw_spatial, "caption": _draw_caption}
+    draw = draws[question_type]
     return [draw(label, scene_rng, excluded) for label in labels]
 
 
@@ -405,6 +412,27 @@ def _draw_spatial(label: str, rng: np.random.Generator, excluded: frozenset[tupl
         color=first.color, shape=first.shape, other_color=second.color, other_shape=second.shape
     )
     return QuestionItem(scene, question, label, "spatial", "", (0, 1))
+
+
+def _draw_caption(label: str, rng: np.random.Generator, excluded: frozenset[tuple]) -> QuestionItem:
+    """A scene of ``label`` prior-drawn objects, captioned; every object is a target."""
+    count = int(label)
+
+    def draw_scene() -> Scene | None:
+        return _place((), _sample_combos(rng, count), rng)
+
+    scene = _place_until_accepted(draw_scene, excluded)
+    objects = [{"color": obj.color, "shape": obj.shape, "box": _pixel_box(obj, GRID)} for obj in scene]
+    return QuestionItem(scene, CAPTION_QUESTION, caption(objects), "caption", "", tuple(range(count)))
+
+
+def caption(objects: Iterable[dict]) -> str:
+    """Every object's "colour shape", left to right: sorted by (x0, y0) of its ``box`` (doc ``objects`` entries).
+
+    Pixel boxes keep the grid's order at every image size, so a doc's answer is ``caption(doc["objects"])``.
+    """
+    ordered = sorted(objects, key=lambda obj: (obj["box"][0], obj["box"][1]))
+    return " ".join(f"{obj['color']} {obj['shape']}" for obj in ordered)
 
 
 def _relation(first: SceneObject, second: SceneObject) -> str | None:

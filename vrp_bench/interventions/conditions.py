@@ -104,16 +104,24 @@ def most_chosen_layer(chosen: Sequence[int]) -> int | None:
     return min(counts, key=lambda layer: (-counts[layer], layer)) if counts else None
 
 
-def resolve_layers(layer: LayerSpec, n_layers: int, probe_layer: int | None) -> list[int]:
-    """The decoder layers to ablate: the probe's layer, one given index, or all of them."""
+def resolve_layers(layer: LayerSpec, n_layers: int, probe_layer: int | None, space: str) -> list[int]:
+    """The layers to ablate, numbered like HF's ``output_hidden_states`` (0: the embedding output, i: the output
+    of decoder layer i - 1, ``n_layers``: the last, after the final norm): the probe's layer, one given index,
+    or all of them. The ``mlp`` space of layer i is decoder layer i - 1's MLP, which writes hidden state i, so
+    it starts at 1."""
+    first = 1 if space == "mlp" else 0
     if layer == "all":
-        return list(range(n_layers))
+        return list(range(first, n_layers + 1))
     if layer == "probe":
         if probe_layer is None:
             raise UsageError("the hidden-state probe could not select a layer for this run; pass --layer N or all")
+        if probe_layer < first:
+            raise UsageError("the probe chose hidden state 0 (the embedding output), which has no MLP units; "
+                             "pass --ablation_space residual, or --layer N")
         return [probe_layer]
-    if not 0 <= layer < n_layers:
-        raise UsageError(f"--layer {layer}: the model has decoder layers 0..{n_layers - 1}")
+    if not first <= layer <= n_layers:
+        raise UsageError(f"--layer {layer}: the model's {space} layers are {first}..{n_layers} "
+                         "(numbered like Hugging Face's output_hidden_states: 0 = the embedding output)")
     return [layer]
 
 

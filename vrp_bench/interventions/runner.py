@@ -80,7 +80,7 @@ def check_ablatable(model: VLM, settings: AblationSettings) -> None:
     if not model.captures:
         raise UsageError(f"model {model.name!r}: ablations need capture=True (drop capture=false from --model_args)")
     if isinstance(settings.layer, int):
-        resolve_layers(settings.layer, model.n_layers, None)
+        resolve_layers(settings.layer, model.n_layers, None, settings.space)
 
 
 def probe_layer(sections: dict[str, Any]) -> tuple[int | None, list[int] | None]:
@@ -266,7 +266,7 @@ def run_ablation(
     check_ablatable(model, settings)
     assert isinstance(model, Intervenable)
     chosen, folds = probe_layer(sections)
-    layers = resolve_layers(settings.layer, model.n_layers, chosen)
+    layers = resolve_layers(settings.layer, model.n_layers, chosen, settings.space)
     conditions = build_conditions(settings, layers)
     ablation = AblationRun(settings, layers, folds, conditions, tracked_signals(sections, settings.best_signals))
     samples = _samples(run)

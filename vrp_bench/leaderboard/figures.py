@@ -191,7 +191,8 @@ def probe_chart(report: dict[str, Any]) -> list[Chart]:
                   "Within-task AUROC of a hidden-state probe per layer (last prompt position; out of fold, 95% CIs). "
                   "Choosing the best layer here is selection on the evaluation data: the ranked figure is the "
                   "nested probe's.",
-                  line_chart("Probe AUROC by layer", "layer", "within-task AUROC", series, (0.0, 1.0), True))]
+                  line_chart("Probe AUROC by layer", "hidden state (HF numbering, 0 = embeddings)", "within-task AUROC",
+                             series, (0.0, 1.0), True))]
 
 
 def ablation_charts(report: dict[str, Any], layer: int | None) -> list[Chart]:

@@ -33,6 +33,7 @@ from vrp_bench.api.errors import UsageError
 from vrp_bench.api.instance import GenerationSettings, OptionScore, Request, Response
 from vrp_bench.api.interventions import ImageTokenLayout, Intervenable, UnitSite, UnitSpace
 from vrp_bench.api.model import VLM, register_model
+from vrp_bench.models.answers import answer_text
 from vrp_bench.models.families import FAMILIES, FamilyAdapter
 from vrp_bench.models.instrumented import instrumented_generate
 from vrp_bench.models.self_consistency import shared_prefill_samples
@@ -114,12 +115,6 @@ def resolve_device(name: str | None) -> torch.device:
     elif device.type != "cpu":
         raise UsageError(f"--device {name!r}: VRP-Bench runs on {', '.join(DEVICES)}")
     return device
-
-
-def cut_at_stop(text: str, until: Sequence[str]) -> str:
-    """``text`` up to the first occurrence of any ``until`` string."""
-    cut = min((text.find(stop) for stop in until if stop and stop in text), default=len(text))
-    return text[:cut]
 
 
 class HFVLM(VLM, Intervenable):
@@ -288,7 +283,7 @@ class HFVLM(VLM, Intervenable):
             torch.manual_seed(requests[0].seed)
         if self.capture:
             new_tokens, traces = instrumented_generate(
-                self.model, self.adapter, self.processor, inputs, kwargs, [r.target for r in requests]
+                self.model, self.adapter, self.processor, inputs, kwargs, [r.target for r in requests], settings.until
             )
         else:
             with torch.inference_mode():
@@ -365,10 +360,12 @@ class HFVLM(VLM, Intervenable):
         return len(self.adapter.decoder_layers(self.model))
 
     def unit_site(self, layer: int, space: UnitSpace) -> UnitSite:
-        decoder_layer = self.adapter.decoder_layers(self.model)[layer]
         if space == "residual":
-            return UnitSite(decoder_layer, "output", self.model.config.get_text_config().hidden_size)
-        down = self.adapter.mlp_down_projection(decoder_layer)
+            module, where = self.adapter.hidden_state_sites(self.model)[layer]
+            return UnitSite(module, where, self.model.config.get_text_config().hidden_size)
+        if layer < 1:
+            raise ValueError("hidden state 0 (the embedding output) has no MLP units")
+        down = self.adapter.mlp_down_projection(self.adapter.decoder_layers(self.model)[layer - 1])
         return UnitSite(down, "input", down.in_features, readout=down.weight)
 
     def image_token_layout(self, requests: Sequence[Request]) -> ImageTokenLayout:
@@ -383,8 +380,7 @@ class HFVLM(VLM, Intervenable):
             self.model(**self.encode(requests))
 
     def _decode(self, new_tokens: torch.Tensor, until: Sequence[str]) -> list[str]:
-        texts = self.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-        return [cut_at_stop(text, until).strip() for text in texts]
+        return [answer_text(self.processor.tokenizer, row, until) for row in new_tokens.tolist()]
 
     def _sample_answers(self, request: Request, settings: GenerationSettings) -> list[str]:
         """K sampled answers to ``request`` from one shared prefill, seeded by the request."""

@@ -5,9 +5,14 @@ active (attention rows, last-position hidden states, per-step logits) and turns 
 recorded into one ``Traces`` per sample: the decoder's attention from the answer tokens to
 the image tokens on the patch grid (first answer token, and mean over answer tokens), the vision
 encoder's attention on its own grid, per-token log-probability / entropy / top-2 margin, the
-logit-lens truth margin per layer, and the hidden states at the last prompt position and the
+logit-lens truth margin per hidden state, and the hidden states at the last prompt position and the
 first answer position, and the full next-token distribution of the first answer step. All architecture
 knowledge comes from the family adapter.
+
+Layers are numbered like Hugging Face's outputs: attention (per decoder layer) like ``output_attentions``,
+l = 0..L-1; hidden states and the truth margin like ``output_hidden_states``, i = 0..L (0: the embedding
+output; i: the output of decoder layer i - 1, the last after the final norm). So decoder layer l reads
+hidden state l and writes hidden state l + 1.
 
 The attention at generation step s is the attention of the query that emits answer token s: the
 last prompt position for s = 0, answer token s - 1 afterwards.
@@ -25,6 +30,7 @@ from transformers import BatchFeature, ProcessorMixin
 
 from vrp_bench.api.traces import Traces
 from vrp_bench.capture import AttentionCapture, LastPositionCapture, Site
+from vrp_bench.models.answers import answer_token_count
 from vrp_bench.models.families import FamilyAdapter
 
 
@@ -41,15 +47,6 @@ def attention_configs(model: nn.Module, sites: dict[nn.Module, Site]) -> list[An
     return [model.config, *(module.config for module in sites if hasattr(module, "config"))]
 
 
-def answer_lengths(new_tokens: torch.Tensor, stop_ids: set[int]) -> list[int]:
-    """Per sample, the number of generated tokens before the first stop (end-of-sequence / pad) token."""
-    lengths = []
-    for row in new_tokens.tolist():
-        length = next((i for i, token in enumerate(row) if token in stop_ids), len(row))
-        lengths.append(length)
-    return lengths
-
-
 def token_statistics(step_logits: Sequence[torch.Tensor], chosen: torch.Tensor) -> tuple[np.ndarray, ...]:
     """Per step: log p(chosen token), entropy of the next-token distribution (nats), top1 - top2 log-prob.
 
@@ -64,13 +61,15 @@ def token_statistics(step_logits: Sequence[torch.Tensor], chosen: torch.Tensor) 
 
 
 def truth_margins(hidden: torch.Tensor, adapter: FamilyAdapter, model: nn.Module, target_ids: Sequence[int]) -> list[float]:
-    """Logit lens: per layer, max logit over ``target_ids`` minus the best logit of any other token.
+    """Logit lens: per hidden state, max logit over ``target_ids`` minus the best logit of any other token.
 
-    ``hidden``: [n_layers, hidden] residual stream at the last prompt position (pre final norm).
+    ``hidden``: [L + 1, hidden] hidden states at the last prompt position, numbered like HF's (the last is already
+    normed, so only the others go through the final norm before the unembedding).
     """
     norm, head = adapter.final_norm(model), adapter.lm_head(model)
     parameter = next(head.parameters())
-    logits = head(norm(hidden.to(parameter.device, parameter.dtype))).float()
+    hidden = hidden.to(parameter.device, parameter.dtype)
+    logits = head(torch.cat([norm(hidden[:-1]), hidden[-1:]])).float()
     targets = torch.tensor(sorted(set(target_ids)), device=logits.device)
     target_best = logits[:, targets].max(dim=-1).values
     others = logits.clone()
@@ -98,11 +97,15 @@ def instrumented_generate(
     inputs: BatchFeature,
     generation_kwargs: dict[str, Any],
     targets: Sequence[str | Sequence[str] | None],
+    until: Sequence[str] = (),
 ) -> tuple[torch.Tensor, list[Traces]]:
-    """Generate once with captures on; returns (new token ids [batch, steps], one trace per sample)."""
+    """Generate once with captures on; returns (new token ids [batch, steps], one trace per sample).
+
+    Each trace covers exactly the tokens of the answer text (``answers.answer_token_count``: up to the first
+    end-of-sequence id and the first ``until`` string), not what generation went on to write."""
     sites = attention_sites(model, adapter)
     attention = AttentionCapture(sites, attention_configs(model, sites))
-    hidden = LastPositionCapture(adapter.decoder_layers(model), keep_calls=2)
+    hidden = LastPositionCapture(adapter.hidden_state_sites(model), keep_calls=2)
     with torch.inference_mode(), attention, hidden:
         output = model.generate(**inputs, **generation_kwargs, return_dict_in_generate=True, output_logits=True)
     prompt_length = inputs["input_ids"].shape[1]
@@ -110,7 +113,7 @@ def instrumented_generate(
     # generation stops at any of the checkpoint's end-of-sequence ids (Qwen lists two), not only the tokenizer's
     stop_ids = {int(t) for t in np.atleast_1d(model.generation_config.eos_token_id or [])}
     stop_ids |= {processor.tokenizer.eos_token_id, processor.tokenizer.pad_token_id} - {None}
-    lengths = answer_lengths(new_tokens, stop_ids)
+    lengths = [answer_token_count(processor.tokenizer, row, stop_ids, until) for row in new_tokens.tolist()]
     step_logits = [logits.cpu() for logits in output.logits]
     logprobs, entropies, margins = token_statistics(step_logits, new_tokens)
     first_step = torch.log_softmax(step_logits[0].float(), dim=-1).numpy()

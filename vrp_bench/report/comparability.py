@@ -4,7 +4,8 @@ A report's *basis* (``comparison_basis``) is what must match for two reports' nu
 (the leaderboard's ranking, ``vrp-bench regress``): per task its version and doc-set hash (``doc_set_hash``:
 which docs, with which content, were evaluated), the generation overrides, the signal settings and the scoring
 settings that change what a figure means (not the seed, nor the number of bootstrap resamples, which only
-change its Monte Carlo noise). ``differences`` names every mismatch in one line each.
+change its Monte Carlo noise). A signal setting a report predates counts as the value it was computed with
+(``SIGNAL_SETTINGS_BEFORE``). ``differences`` names every mismatch in one line each.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from typing import Any
 
 SCORING_NOISE_ONLY = ("seed", "n_resamples")
 """Scoring settings that change only the Monte Carlo noise of a figure, not what it measures."""
+SIGNAL_SETTINGS_BEFORE = {"connectivity": 8}
+"""Signal settings added to ``SignalSettings`` after reports were first written, with the value every report
+written before them was computed with (a report without ``connectivity`` used 8-connected components)."""
 
 
 def doc_set_hash(docs: Iterable[tuple[int, str | None]]) -> str:
@@ -37,9 +41,18 @@ def comparison_basis(report: Mapping[str, Any]) -> dict[str, Any]:
         "tasks": {task: {"version": report["versions"].get(task), "doc_set": doc_sets.get(task)}
                   for task in sorted(report["results"])},
         "gen_kwargs": config.get("gen_kwargs") or {},
-        "signals": config.get("signals"),
+        "signals": signal_settings(report),
         "scoring": {k: v for k, v in sorted((config.get("scoring") or {}).items()) if k not in SCORING_NOISE_ONLY},
     }
+
+
+def signal_settings(report: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The report's signal settings (``config.signals``; None for a run without signals), a setting it predates
+    read as the value it was computed with (``SIGNAL_SETTINGS_BEFORE``)."""
+    signals = report["config"].get("signals")
+    if signals is None:
+        return None
+    return {**signals, **{k: v for k, v in SIGNAL_SETTINGS_BEFORE.items() if k not in signals}}
 
 
 def differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:

@@ -44,8 +44,7 @@ def _table(rows: list[list[Any]], headers: list[str]) -> Table:
 
 
 def results_table(report: dict[str, Any]) -> list[Block]:
-    """Task metrics (lmms-eval style), group scores, skipped tasks and failed samples (either report layout:
-    ``results.counts_in_results``)."""
+    """Task metrics (lmms-eval style), group scores, skipped tasks and failed samples."""
     rows = []
     for name, entry in report["results"].items():
         version = report["versions"].get(name)
@@ -107,7 +106,14 @@ def signals_table(report: dict[str, Any]) -> list[Block]:
         for name, entry in failures.items():
             lines.append(f"{task}: signal {name} failed on {entry['n']} sample(s) (null there, not scored); "
                          f"first: doc {entry['first_doc_id']}: {entry['first_reason']}")
-    for name, verdict in report["verdicts"].items():
+    return lines + verdict_lines(report["verdicts"])
+
+
+def verdict_lines(verdicts: dict[str, Any]) -> list[str]:
+    """One line per verdict: status, layer, and what decided it (``decided_by``, which names every signal the
+    verdict covers but could not test, with why)."""
+    lines = []
+    for name, verdict in verdicts.items():
         layer = f" (layer {verdict['layer']})" if verdict.get("layer") is not None else ""
         lines.append(f"verdict {name}: {verdict['status']}{layer}: {verdict['decided_by']}")
     return lines

@@ -15,7 +15,7 @@ lmms-eval (``--output_path OUT [--log_samples]``, its ``EvaluationTracker``) wri
   metric (numbers, or any JSON value that task code aggregates). The doc itself is not kept. A task with several
   filters has one line per doc and filter, filter after filter, in the order of its ``results`` keys.
 
-The conversion is a report of schema ``vrp-report/2`` (``results.build_report``'s layout) whose ``results`` are
+The conversion is a report of schema ``vrp-report/3`` (``results.build_report``'s layout) whose ``results`` are
 lmms-eval's numbers (``"N/A"`` -> null), and per-sample records in VRP-Bench's form: ``prediction`` (the filtered
 answer when it is a string), ``correct`` (``evaluator.is_correct`` of the task's first metric, as VRP-Bench
 decides it), the metric values, ``error`` null, ``doc`` empty and no ``signals`` (lmms-eval records none: scoring
@@ -41,6 +41,7 @@ import vrp_bench
 from vrp_bench.api.errors import UsageError
 from vrp_bench.api.files import content_hash
 from vrp_bench.api.metrics import AGGREGATIONS
+from vrp_bench.api.traces import LAYER_NUMBERING
 from vrp_bench.api.yaml_dialect import FUNCTION_TAG
 from vrp_bench.evaluator import correctness_of
 from vrp_bench.report.comparability import doc_sets_of
@@ -423,6 +424,7 @@ def _report(results_path: Path, content: dict[str, Any], results: dict[str, Any]
         },
         "model": {"name": str(content.get("model_name") or model), "source": "lmms-eval",
                   "model_args": config.get("model_args")},
+        "layer_numbering": LAYER_NUMBERING,
         "environment": {"versions": {"vrp-bench": vrp_bench.__version__, "python": None,
                                      "lmms-eval": content.get("lmms_eval_version")}, "platform": None},
         **sections,

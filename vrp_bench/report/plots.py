@@ -52,7 +52,8 @@ TOP_SIGNALS = 4
 COVERAGES = np.linspace(0.02, 1.0, 50)
 PROFILES = ("h_s_layers", "delta_h_s_layers")
 """The per-layer signals drawn by layer (of ``scoring.sections.LAYER_PROFILES``, the report's ``layers``)."""
-X_LABELS = {"delta_h_s_layers": "layer i (change from layer i to i + 1)"}
+X_LABELS = {"h_s_layers": "decoder layer (HF output_attentions numbering)",
+            "delta_h_s_layers": "decoder layer i (change from layer i to i + 1)"}
 NO_TRACES = "no traces file for this task (run with --save_traces; a model that captures nothing writes none)"
 
 
@@ -382,7 +383,8 @@ def probe_picture(inputs: PlotInputs) -> Picture:
             if nested is not None:
                 axes.axhline(nested, linestyle=":", color=color, label=f"{position} nested ({nested:.2f})")
         axes.axhline(0.5, linestyle="--", color=COLORS["reference"], label="chance")
-        axes.set(ylim=(0, 1), xlabel="layer", ylabel="within-task AUROC", title="Probe AUROC by layer",
+        axes.set(ylim=(0, 1), xlabel="hidden state (HF numbering: 0 = embeddings)", ylabel="within-task AUROC",
+                 title="Probe AUROC by layer",
                  xticks=sorted({row["layer"] for entry in drawn.values() for row in entry["per_layer"]}))
         axes.legend()
 
@@ -421,7 +423,7 @@ def ablation_picture(inputs: PlotInputs) -> Picture:
             if base:
                 axes.axhline(chance / base, linestyle="--", color=COLORS["reference"], label="chance")
             axes.set(xlim=(0, 1), ylim=(0, None), xlabel="fraction of units destroyed", ylabel="accuracy retention",
-                     title=f"layer {layer} ({shown[0]['space']}, {shown[0]['method']})")
+                     title=f"hidden state {layer} ({shown[0]['space']}, {shown[0]['method']})")
             axes.legend()
 
     return _draw(name, caption, _size(len(layers)), draw)

@@ -20,7 +20,7 @@ import numpy as np
 import vrp_bench
 from vrp_bench.api.task import MetricSpec
 from vrp_bench.api.yaml_dialect import FunctionRef
-from vrp_bench.api.traces import ATTENTION_MAPS, HIDDEN_POSITIONS
+from vrp_bench.api.traces import ATTENTION_MAPS, HIDDEN_POSITIONS, LAYER_NUMBERING
 from vrp_bench.evaluator import RunResult, TaskResult, TaskScores, group_scores
 from vrp_bench.report.run_files import RunFiles
 from vrp_bench.report.comparability import doc_set_hash
@@ -35,8 +35,6 @@ log = logging.getLogger("vrp_bench")
 
 PACKAGES = ("torch", "transformers", "datasets", "numpy", "scipy", "scikit-learn", "pillow")
 FILTER = "none"  # lmms-eval's "metric,filter" key suffix; VRP-Bench applies no answer filters yet
-COUNT_KEYS = ("n", "n_errors")
-"""The sample counts of the old layout's ``results`` and ``groups`` entries (``counts_in_results``)."""
 
 
 def package_versions() -> dict[str, str | None]:
@@ -89,19 +87,17 @@ def result_keys(metric: str, filter_name: str = FILTER) -> tuple[str, str]:
     return f"{metric},{filter_name}", f"{metric}_stderr,{filter_name}"
 
 
-def results_entry(task: str, scores: TaskScores, counts_inside: bool = False, filter_name: str = FILTER
-                  ) -> dict[str, Any]:
+def results_entry(task: str, scores: TaskScores, filter_name: str = FILTER) -> dict[str, Any]:
     """A task's ``results`` entry as lmms-eval writes one: alias, each metric and its standard error per filter
     pipeline (``filter_name``, the primary one, then the scores' ``other_filters`` if any; the sample
-    counts are in ``n-samples``: ``samples_entry``). ``counts_inside``: the layout of reports written before
-    lmms-eval's ``n-shot`` was kept (``counts_in_results``), with ``n`` (scored) and ``n_errors`` in the entry."""
+    counts are in ``n-samples``: ``samples_entry``)."""
     entry: dict[str, Any] = {"alias": task}
     filters = {filter_name: (scores.metrics, scores.stderrs), **getattr(scores, "other_filters", {})}
     for name, (metrics, stderrs) in filters.items():
         for metric, value in metrics.items():
             value_key, stderr_key = result_keys(metric, name)
             entry[value_key], entry[stderr_key] = value, stderrs[metric]
-    return {**entry, "n": scores.n_scored, "n_errors": scores.n_errors} if counts_inside else entry
+    return entry
 
 
 def samples_entry(original: int, effective: int, scores: TaskScores) -> dict[str, int]:
@@ -110,52 +106,31 @@ def samples_entry(original: int, effective: int, scores: TaskScores) -> dict[str
     return {"original": original, "effective": effective, "scored": scores.n_scored, "errors": scores.n_errors}
 
 
-def groups_section(
-    groups: dict[str, list[str]], results: Mapping[str, TaskScores], counts_inside: bool = False
-) -> dict[str, dict[str, Any]]:
+def groups_section(groups: dict[str, list[str]], results: Mapping[str, TaskScores]) -> dict[str, dict[str, Any]]:
     """The ``groups`` section (``evaluator.group_scores``: each metric shared by a group's tasks, weighted by
     scored samples) as lmms-eval writes it: per group its alias and ``"<metric>,none"`` values (no standard
-    error; the counts are its tasks' ``n-samples``). ``counts_inside``: the old layout (bare metric names, ``n``,
-    ``n_errors``)."""
-    scores = group_scores(groups, results)
-    if counts_inside:
-        return scores
+    error; the counts, ``group_scores``' ``n`` and ``n_errors``, are left out: they are its tasks' ``n-samples``)."""
     return {group: {"alias": group, **{result_keys(metric)[0]: value for metric, value in entry.items()
-                                       if metric not in COUNT_KEYS}}
-            for group, entry in scores.items()}
-
-
-def counts_in_results(report: Mapping[str, Any]) -> bool:
-    """Whether a report has the old layout: sample counts (``n``, ``n_errors``) inside each ``results`` and
-    ``groups`` entry and no ``n-shot``, as reports written before lmms-eval's table printer read them (such
-    reports stay readable and re-score to the same layout)."""
-    return "n-shot" not in report
+                                       if metric not in ("n", "n_errors")}}
+            for group, entry in group_scores(groups, results).items()}
 
 
 def task_counts(report: Mapping[str, Any], task: str) -> tuple[int, int]:
-    """A task's (scored, failed) sample counts, in either layout (``counts_in_results``)."""
-    entry = report["results"][task]
-    if "n" in entry:
-        return entry["n"], entry["n_errors"]
+    """A task's (scored, failed) sample counts (its ``n-samples`` entry)."""
     counts = report["n-samples"][task]
     return counts["scored"], counts["errors"]
 
 
 def group_counts(report: Mapping[str, Any], group: str) -> tuple[int, int]:
-    """A group's (scored, failed) sample counts, in either layout: the sums over its tasks in ``results``."""
-    entry = report["groups"][group]
-    if "n" in entry:
-        return entry["n"], entry["n_errors"]
+    """A group's (scored, failed) sample counts: the sums over its tasks in ``results``."""
     members = [task for task in report["group_subtasks"].get(group, []) if task in report["results"]]
     counts = [task_counts(report, task) for task in members]
     return sum(c[0] for c in counts), sum(c[1] for c in counts)
 
 
 def group_metrics(report: Mapping[str, Any], group: str) -> dict[str, Any]:
-    """A group's metric values by metric name, in either layout."""
+    """A group's metric values by metric name."""
     entry = report["groups"][group]
-    if "n" in entry:
-        return {metric: value for metric, value in entry.items() if metric not in COUNT_KEYS}
     return {key.partition(",")[0]: value for key, value in entry.items()
             if "," in key and not key.partition(",")[0].endswith("_stderr")}
 
@@ -214,6 +189,7 @@ def build_report(
             "command_line": command_line,
         },
         "model": {"name": config.model, **run.model.describe()},
+        "layer_numbering": LAYER_NUMBERING,
         "environment": {"versions": package_versions(), "platform": platform.platform()},
         **sections,
         "ablation": ablation,

@@ -18,10 +18,9 @@ from vrp_bench.api.metrics import aggregate
 from vrp_bench.api.yaml_dialect import FUNCTION_TAG
 from vrp_bench.evaluator import correctness_of
 from vrp_bench.interventions import ablation_context, ablation_section
-from vrp_bench.report.comparability import doc_sets_of
+from vrp_bench.report.comparability import doc_sets_of, signal_settings
 from vrp_bench.report.results import (
     FILTER,
-    counts_in_results,
     groups_section,
     read_traces,
     result_keys,
@@ -49,6 +48,13 @@ def strict_json(text: str, where: Path, line: int = 1) -> Any:
         raise UsageError(f"{where}:{line + exc.lineno - 1}: not JSON: {exc.msg}") from None
 
 
+OLDER_SCHEMAS = {
+    "vrp-report/1": "its scores pool tasks together",
+    "vrp-report/2": "its layers are numbered without the embedding output (hidden state i + 1 was layer i)",
+}
+"""Report formats this version refuses to read, and why their numbers do not compare with today's."""
+
+
 def read_report(path: Path) -> dict[str, Any]:
     """A report file that parses (strictly: ``strict_json``) and validates against the schema; otherwise a
     one-line UsageError."""
@@ -59,6 +65,9 @@ def read_report(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise UsageError(f"{path} is not UTF-8 text (is it a report?)") from None
     report = strict_json(text, path)
+    if isinstance(report, dict) and report.get("schema") in OLDER_SCHEMAS:
+        raise UsageError(f"{path} is a {report['schema']} report, from an earlier vrp-bench: "
+                         f"{OLDER_SCHEMAS[report['schema']]}; run it again with this version ({SCHEMA_ID})")
     problems = schema_problems(report)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
@@ -213,8 +222,8 @@ class RecomputedScores:
 
 
 def recompute_results(run: SavedRun) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
-    """The report's ``results`` and ``groups`` recomputed from the per-sample records as the run computed them
-    (in the report's layout: ``results.counts_in_results``), and the metrics kept as saved instead
+    """The report's ``results`` and ``groups`` recomputed from the per-sample records as the run computed them,
+    and the metrics kept as saved instead
     ("<task> <metric> (!function ...)"): a custom aggregation is task code, not run again."""
     scores: dict[str, RecomputedScores] = {}
     kept: list[str] = []
@@ -240,22 +249,19 @@ def recompute_results(run: SavedRun) -> tuple[dict[str, Any], dict[str, Any], li
                 task_scores.metrics, task_scores.stderrs = metrics, stderrs
             else:
                 task_scores.other_filters[filter_name] = (metrics, stderrs)
-    old_layout = counts_in_results(run.report)
-    results = {task: results_entry(task, task_scores, old_layout, primary_filter(run, task))
+    results = {task: results_entry(task, task_scores, primary_filter(run, task))
                for task, task_scores in scores.items()}
     for task, keys in run.saved_results.items():
         for key, why in keys.items() if task in results else ():
             results[task][key] = run.report["results"][task].get(key)
             if not key.partition(",")[0].endswith("_stderr"):
                 kept.append(f"{task} {key} ({why})")
-    return results, groups_section(run.report["group_subtasks"], scores, old_layout), kept
+    return results, groups_section(run.report["group_subtasks"], scores), kept
 
 
 def recount_samples(run: SavedRun) -> dict[str, Any]:
     """The report's ``n-samples`` with each task's ``effective``, ``scored`` and ``errors`` counted from its
-    per-sample records (``original``, the docs of the split, as saved); as saved for an old-layout report."""
-    if counts_in_results(run.report):
-        return run.report["n-samples"]
+    per-sample records (``original``, the docs of the split, as saved)."""
     counts = {}
     for task, records in run.samples.items():
         scored = sum(r.get("error") is None for r in records)
@@ -273,7 +279,8 @@ def rescore(run: SavedRun, settings: ScoringSettings | None = None) -> tuple[dic
     Every record is checked first (``check_records``), then every file's hash against the report's ``files``.
     Recomputed: ``results``, ``groups``, the sample counts (``recount_samples``), every scored section, and the
     ablation section when its per-condition files are there (otherwise it is kept as saved); ``files`` holds the
-    hashes of the files read.
+    hashes of the files read. The signals are read as saved, and so are their settings (``config.signals``), with
+    any setting the report predates filled in as the value it was computed with (``comparability.signal_settings``).
     """
     check_records(run)
     check_hashes(run.results_path, run.report["files"], run.hashes)
@@ -286,5 +293,6 @@ def rescore(run: SavedRun, settings: ScoringSettings | None = None) -> tuple[dic
     report["n-samples"] = recount_samples(run)
     if run.ablation and report.get("ablation") is not None:
         report["ablation"] = ablation_section(run.samples, run.ablation, ablation_context(report["ablation"]), settings)
-    report["config"] = {**report["config"], "scoring": settings.to_json()}
+    # signals are not recomputed: a report that predates a signal setting records the value it was computed with
+    report["config"] = {**report["config"], "scoring": settings.to_json(), "signals": signal_settings(run.report)}
     return report, kept

@@ -1,4 +1,4 @@
-"""The report's JSON Schema (shipped as ``schema/vrp-report-2.json``) and validation against it."""
+"""The report's JSON Schema (shipped as ``schema/vrp-report-3.json``) and validation against it."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ from jsonschema.exceptions import best_match
 
 from vrp_bench.api.errors import RunError
 
-SCHEMA_ID = "vrp-report/2"
-SCHEMA_FILE = Path(__file__).parent / "schema" / "vrp-report-2.json"
+SCHEMA_ID = "vrp-report/3"
+SCHEMA_FILE = Path(__file__).parent / "schema" / "vrp-report-3.json"
 MESSAGE_CHARS = 200
 
 
 @lru_cache(maxsize=1)
 def report_schema() -> dict[str, Any]:
-    """The shipped JSON Schema of ``vrp-report/2``."""
+    """The shipped JSON Schema of ``vrp-report/3``."""
     return json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
 
 

@@ -13,6 +13,10 @@ Signal claims read the within-task AUROC entries of the ``signals`` section (the
   significantly above 0.5; does not hold when every signal is equivalent to 0.5 or one is significantly
   below it; otherwise undetermined.
 
+A signal claim never drops a signal it covers: each one without a tested AUROC is listed in ``untested`` with
+why (its AUROC's reason, e.g. a signal constant on every doc; or, absent from the scores, null on every scored
+doc: failed there, or not captured) and named in ``decided_by``, which then speaks only of the tested ones.
+
 Layer claims read each sample's dH_s per layer (``delta_h_s_layers``; entry i is the change from layer i
 to layer i + 1). The mean dH_s per layer is bootstrapped (samples resampled within task):
 - early_lock: the layer of the largest mean drop. Holds when that drop's CI lies below 0 and the
@@ -57,22 +61,44 @@ Decision = tuple[str, str]
 """(status, the evidence that decided it in words)."""
 
 
+def _untested_reason(scores: Mapping[str, Any], records: Sequence[dict[str, Any]] | None, name: str) -> str:
+    """Why signal ``name`` has no tested within-task AUROC: the AUROC's own reason when it was scored; else, from
+    the scored ``records`` (None: not known), why it has no value on any of them."""
+    if name in scores:
+        auroc = scores[name]["statistics"]["auroc"]
+        return auroc.get("reason") or "its within-task AUROC has no bootstrap test"
+    if records is None:
+        return "not scored in this run"
+    if any((r.get("signals") or {}).get(name) is not None for r in records):
+        return "it has values only on tasks where it is no reliability signal (it reads answer-dependent boxes)"
+    failures = [r["signal_errors"][name] for r in records if name in (r.get("signal_errors") or {})]
+    if failures:
+        return f"null on all {len(records)} scored docs: it failed on {len(failures)} (first: {failures[0]})"
+    return f"null on all {len(records)} scored docs (its inputs were not captured)"
+
+
 def _signal_verdict(
     scores: Mapping[str, Any], names: Sequence[str], claim: str, rule: str, untested: str,
-    decide: Callable[[dict[str, dict[str, Any]]], Decision],
+    decide: Callable[[dict[str, dict[str, Any]]], Decision], records: Sequence[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A claim about ``names``: ``decide`` on their tested evidence; undetermined (``untested``) without any."""
+    """A claim about ``names``: ``decide`` on their tested evidence; undetermined (``untested``) without any.
+    Every signal of ``names`` left out is in ``untested`` with why (``_untested_reason``) and in ``decided_by``."""
     evidence = _tested(scores, names)
     status, decided_by = decide(evidence) if evidence else (UNDETERMINED, untested)
-    left_out = {name: (scores[name]["statistics"]["auroc"]["reason"] if name in scores else "not scored in this run")
-                for name in names if name not in evidence}
+    left_out = {name: _untested_reason(scores, records, name) for name in names if name not in evidence}
+    by_reason: dict[str, list[str]] = {}
+    for name, why in left_out.items():
+        by_reason.setdefault(why, []).append(name)
     return {"status": status, "claim": claim, "rule": rule, "signals": evidence, "untested": left_out,
-            "decided_by": decided_by + "".join(f"; {name} untested: {why}" for name, why in left_out.items()
-                                               if name in scores)}
+            "decided_by": decided_by + "".join(f"; {', '.join(group)} untested: {why}"
+                                               for why, group in by_reason.items())}
 
 
-def cluster_failure(scores: Mapping[str, Any], settings: ScoringSettings) -> dict[str, Any]:
-    """Attention structure vs correctness, by equivalence tests (module docstring)."""
+def cluster_failure(
+    scores: Mapping[str, Any], settings: ScoringSettings, records: Sequence[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Attention structure vs correctness, by equivalence tests (module docstring); ``records``, the scored
+    records, say why a signal absent from ``scores`` is."""
     margin, alpha = settings.equivalence_margin, settings.alpha
 
     def decide(evidence: dict[str, dict[str, Any]]) -> Decision:
@@ -81,18 +107,21 @@ def cluster_failure(scores: Mapping[str, Any], settings: ScoringSettings) -> dic
             return DOES_NOT_HOLD, f"{', '.join(beyond)}: within-task AUROC significantly beyond 0.5 +/- {margin:g}"
         open_ = [name for name, e in evidence.items() if e["p_equivalent_holm"] >= alpha]
         if not open_:
-            return HOLDS, f"every within-task AUROC is shown inside 0.5 +/- {margin:g}"
+            return HOLDS, f"every tested within-task AUROC ({', '.join(evidence)}) is shown inside 0.5 +/- {margin:g}"
         return UNDETERMINED, f"{', '.join(open_)}: neither shown inside 0.5 +/- {margin:g} nor beyond it (CI too wide)"
 
     return _signal_verdict(
         scores, STRUCTURE_SIGNALS, "attention structure (h_s, c_k) does not predict correctness within a task",
         f"holds: every within-task AUROC shown inside 0.5 +/- {margin:g} (TOST, Holm, alpha {alpha:g}); "
         "does_not_hold: one significantly outside it; else undetermined",
-        "no attention-structure signal could be tested", decide)
+        "no attention-structure signal could be tested", decide, records)
 
 
-def grounding_predicts_correctness(scores: Mapping[str, Any], settings: ScoringSettings) -> dict[str, Any]:
-    """Grounding vs correctness on answer-independent boxes (module docstring)."""
+def grounding_predicts_correctness(
+    scores: Mapping[str, Any], settings: ScoringSettings, records: Sequence[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Grounding vs correctness on answer-independent boxes (module docstring); ``records`` as for
+    ``cluster_failure``."""
     margin, alpha = settings.equivalence_margin, settings.alpha
 
     def decide(evidence: dict[str, dict[str, Any]]) -> Decision:
@@ -103,7 +132,8 @@ def grounding_predicts_correctness(scores: Mapping[str, Any], settings: ScoringS
         if significant:
             return DOES_NOT_HOLD, f"{', '.join(significant)}: within-task AUROC significantly below 0.5"
         if all(e["p_equivalent_holm"] < alpha for e in evidence.values()):
-            return DOES_NOT_HOLD, f"every within-task AUROC is shown inside 0.5 +/- {margin:g}"
+            return DOES_NOT_HOLD, (f"every tested within-task AUROC ({', '.join(evidence)}) is shown inside "
+                                   f"0.5 +/- {margin:g}")
         return UNDETERMINED, "no AUROC significantly different from 0.5, none shown inside the margin"
 
     return _signal_verdict(
@@ -111,7 +141,8 @@ def grounding_predicts_correctness(scores: Mapping[str, Any], settings: ScoringS
         "attention on the ground-truth region predicts correctness within a task (answer-independent boxes only)",
         f"holds: some within-task AUROC significantly above 0.5 (Holm, alpha {alpha:g}); does_not_hold: every "
         f"AUROC shown inside 0.5 +/- {margin:g} or one significantly below 0.5; else undetermined",
-        "no grounding signal could be tested (no task with answer-independent boxes, or no attention)", decide)
+        "no grounding signal could be tested (no task with answer-independent boxes, or no attention)", decide,
+        records)
 
 
 def layer_verdicts(records: Sequence[dict[str, Any]], tasks: Sequence[str], settings: ScoringSettings) -> dict[str, Any]:
@@ -167,7 +198,7 @@ def verdicts(
 ) -> dict[str, Any]:
     """Every verdict of the module docstring."""
     return {
-        "cluster_failure": cluster_failure(within_task_scores, settings),
-        "grounding_predicts_correctness": grounding_predicts_correctness(within_task_scores, settings),
+        "cluster_failure": cluster_failure(within_task_scores, settings, records),
+        "grounding_predicts_correctness": grounding_predicts_correctness(within_task_scores, settings, records),
         **layer_verdicts(records, tasks, settings),
     }

@@ -6,6 +6,12 @@ is oriented (``register_signal``). Scalar structural and grounding signals are c
 normalised maps of the aggregated layers (default: the second half; ``SignalInputs.decoder_map``); the
 ``*_layers`` lists give one value per layer. A new signal is one decorated function (here, or in your own
 module that imports ``register_signal``).
+
+Every decoder-attention signal reads ``Traces.answer_attention_mean``: per layer, the mean of the raw per-step
+rows over the answer tokens (mass-weighted): a step that puts more of its attention on the image counts more
+(normalised, A = sum_t m_t (a_t / m_t) / sum_t m_t, m_t = step t's attention mass on the image); the
+per-step-normalised alternative, (1/T) sum_t a_t / m_t, would weigh every step alike. The ``*_first_token``
+signals read the first step's row alone.
 """
 
 from __future__ import annotations
@@ -75,7 +81,11 @@ def _dbscan(m: np.ndarray, i: SignalInputs) -> int:
 
 
 def _components(m: np.ndarray, i: SignalInputs) -> int:
-    return cluster_count_components(m, i.settings.components_top_mass)
+    return cluster_count_components(m, i.settings.components_top_mass, i.settings.connectivity)
+
+
+def _peruzzo(m: np.ndarray, i: SignalInputs) -> float:
+    return spatial_entropy_peruzzo(m, i.settings.connectivity)
 
 
 _DECODER = ("answer_attention_mean",)
@@ -87,13 +97,15 @@ _BOXES = ("boxes", "image_size")
 
 @register_signal("h_s", -1, _DECODER)
 def _h_s(i: SignalInputs) -> float:
-    """Spatial entropy H_s (nats) of the answer->image attention, mean map of the aggregated layers."""
+    """Spatial entropy H_s (nats) of the answer->image attention, mean map of the aggregated layers.
+
+    Answer tokens: the mass-weighted mean of their raw attention rows (module docstring)."""
     return spatial_entropy(i.decoder_map)
 
 
 @register_signal("h_s_layers", -1, _DECODER, per_layer=True)
 def _h_s_layers(i: SignalInputs) -> list[float]:
-    """H_s per decoder layer (answer tokens' mean attention)."""
+    """H_s per decoder layer (answer tokens' mean attention, mass-weighted: module docstring)."""
     return list(i.decoder_entropies)
 
 
@@ -105,19 +117,26 @@ def _h_s_first_token_layers(i: SignalInputs) -> list[float]:
 
 @register_signal("h_s_peruzzo", -1, _DECODER)
 def _h_s_peruzzo(i: SignalInputs) -> float:
-    """Peruzzo et al. 2022 spatial entropy over above-mean components, mean map of the aggregated layers."""
-    return spatial_entropy_peruzzo(i.decoder_map)
+    """Peruzzo et al. 2022 spatial entropy over above-mean components, mean map of the aggregated layers.
+
+    Components are ``settings.connectivity``-connected (8 by default, Peruzzo et al.'s). Answer tokens: the
+    mass-weighted mean of their raw attention rows (module docstring)."""
+    return _peruzzo(i.decoder_map, i)
 
 
 @register_signal("h_s_peruzzo_layers", -1, _DECODER, per_layer=True)
 def _h_s_peruzzo_layers(i: SignalInputs) -> list[float]:
     """Peruzzo spatial entropy per decoder layer."""
-    return _per_layer(spatial_entropy_peruzzo, i.traces.answer_attention_mean)
+    return _per_layer(_peruzzo, i.traces.answer_attention_mean, i)
 
 
 @register_signal("c_k_dbscan", -1, _DECODER)
 def _c_k_dbscan(i: SignalInputs) -> int:
-    """Cluster count C_k (DBSCAN on top-percentile cells), mean map of the aggregated layers."""
+    """Cluster count C_k (DBSCAN on the k top-percentile cells), mean map of the aggregated layers.
+
+    k = ceil((100 - dbscan_percentile) / 100 * N) of the N cells exactly (58 of 24x24 at the default 90), ties
+    by row-major position (``structural.cluster_count_dbscan``). Answer tokens: the mass-weighted mean of their
+    raw attention rows (module docstring)."""
     return _dbscan(i.decoder_map, i)
 
 
@@ -129,7 +148,10 @@ def _c_k_dbscan_layers(i: SignalInputs) -> list[int]:
 
 @register_signal("c_k_components", -1, _DECODER)
 def _c_k_components(i: SignalInputs) -> int:
-    """Cluster count C_k (top-mass components - 1), mean map of the aggregated layers."""
+    """Cluster count C_k (top-mass components - 1), mean map of the aggregated layers.
+
+    Components are ``settings.connectivity``-connected (8 by default). Answer tokens: the mass-weighted mean of
+    their raw attention rows (module docstring)."""
     return _components(i.decoder_map, i)
 
 
@@ -162,7 +184,9 @@ def _late_diffusion(i: SignalInputs) -> float | None:
 
 @register_signal("grounding_mass", 1, _DECODER + _BOXES, reference="boxes")
 def _grounding_mass(i: SignalInputs) -> float:
-    """Answer->image attention mass inside the target boxes, mean map of the aggregated layers."""
+    """Answer->image attention mass inside the target boxes, mean map of the aggregated layers.
+
+    Answer tokens: the mass-weighted mean of their raw attention rows (module docstring)."""
     return grounding_mass(i.decoder_map, i.decoder_box_weights)
 
 
@@ -174,7 +198,9 @@ def _grounding_mass_layers(i: SignalInputs) -> list[float]:
 
 @register_signal("pointing_hit", 1, _DECODER + _BOXES, reference="boxes")
 def _pointing_hit(i: SignalInputs) -> bool:
-    """Pointing game: the attention peak (all tied peaks) lies in a target box, aggregated layers."""
+    """Pointing game: the attention peak (all tied peaks) lies in a target box, aggregated layers.
+
+    Answer tokens: the mass-weighted mean of their raw attention rows (module docstring)."""
     return pointing_hit(i.decoder_map, i.decoder_box_weights)
 
 
@@ -201,13 +227,15 @@ def _vision_h_s_layers(i: SignalInputs) -> list[float]:
 
 @register_signal("vision_c_k_dbscan", -1, _VISION)
 def _vision_c_k_dbscan(i: SignalInputs) -> int:
-    """C_k (DBSCAN) of the vision encoder's attention, aggregated layers."""
+    """C_k (DBSCAN on the k top-percentile cells) of the vision encoder's attention, aggregated layers."""
     return _dbscan(i.vision_map, i)
 
 
 @register_signal("vision_c_k_components", -1, _VISION)
 def _vision_c_k_components(i: SignalInputs) -> int:
-    """C_k (top-mass components - 1) of the vision encoder's attention, aggregated layers."""
+    """C_k (top-mass components - 1) of the vision encoder's attention, aggregated layers.
+
+    Components are ``settings.connectivity``-connected (8 by default)."""
     return _components(i.vision_map, i)
 
 
@@ -270,7 +298,7 @@ def _first_token_margin(i: SignalInputs) -> float | None:
 
 @register_signal("truth_margin_layers", 1, ("truth_margin_layers",), per_layer=True, reference="target")
 def _truth_margin_layers(i: SignalInputs) -> list[float]:
-    """Logit-lens truth margin per decoder layer: logit(correct token) - max other logit (from model code).
+    """Logit-lens truth margin per hidden state 0..L (HF numbering): logit(correct token) - max other logit.
 
     It reads the reference answer, so it is a mechanistic measurement (where the answer forms): a
     diagnostic, shown by correct vs incorrect, never a reliability signal."""
@@ -279,7 +307,7 @@ def _truth_margin_layers(i: SignalInputs) -> list[float]:
 
 @register_signal("truth_margin", 1, ("truth_margin_layers",), reference="target")
 def _truth_margin(i: SignalInputs) -> float:
-    """Logit-lens truth margin at the last decoder layer (reads the reference answer: a diagnostic)."""
+    """Truth margin of hidden state L, the model's own logits (reads the reference answer: a diagnostic)."""
     return float(i.traces.truth_margin_layers[-1])
 
 

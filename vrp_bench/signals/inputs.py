@@ -18,7 +18,7 @@ import numpy as np
 from vrp_bench.api.errors import UsageError
 from vrp_bench.api.traces import TRACE_FIELDS, Traces
 from vrp_bench.signals.grounding import box_weights
-from vrp_bench.signals.structural import normalize_map, spatial_entropy
+from vrp_bench.signals.structural import CONNECTIVITY, normalize_map, spatial_entropy
 
 CONTEXT_FIELDS = ("image_size", "boxes", "target")
 """What the doc and the request add to a sample's traces (signals may need these too)."""
@@ -32,6 +32,9 @@ class SignalSettings:
     ``aggregate_layers`` / ``vision_aggregate_layers``: indices of the decoder / vision-encoder
     layers whose mean map the scalar signals use; None = the second half, layers L//2 .. L-1
     (the study averaged LLaVA's layers 16-32).
+    ``connectivity``: the neighbourhood (4 or 8, else ValueError) of the connected components of the Peruzzo
+    entropy and of C_k (top-mass components); 8 by default, Peruzzo et al.'s (``structural.CONNECTIVITY``).
+    A report written before this setting existed was computed with 8 (``report.comparability``).
     """
 
     dbscan_percentile: float = 90.0
@@ -41,6 +44,11 @@ class SignalSettings:
     late_fraction: float = 0.25
     aggregate_layers: tuple[int, ...] | None = None
     vision_aggregate_layers: tuple[int, ...] | None = None
+    connectivity: int = CONNECTIVITY
+
+    def __post_init__(self) -> None:
+        if self.connectivity not in (4, 8):
+            raise ValueError(f"connectivity must be 4 or 8, got {self.connectivity!r}")
 
 
 @dataclass

@@ -13,7 +13,19 @@ import numpy as np
 from scipy import ndimage, stats
 from sklearn.cluster import DBSCAN
 
-_EIGHT_CONNECTED = np.ones((3, 3), dtype=int)
+CONNECTIVITY = 8
+"""Default neighbourhood of the connected-component signals: 8 (a cell touches the 8 around it, diagonals
+included). Peruzzo et al. 2022 define their entropy on 8-connected regions; the study does not say for its final
+C_k, which takes the same rule so that both component signals agree, and so that a focus running diagonally
+across the patch grid is one focus, not several. It is also what reports written before the setting used. 4 (edges
+only) is scipy's ``ndimage.label`` default, so the structure is always given explicitly."""
+
+
+def _structure(connectivity: int) -> np.ndarray:
+    """scipy's structuring element of 4-connectivity (a cross) or 8-connectivity (a 3x3 block); else ValueError."""
+    if connectivity not in (4, 8):
+        raise ValueError(f"connectivity must be 4 or 8, got {connectivity!r}")
+    return ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
 
 
 def normalize_map(m: np.ndarray) -> np.ndarray:
@@ -35,51 +47,75 @@ def spatial_entropy(m: np.ndarray) -> float:
     return float(max(0.0, -np.sum(positive * np.log(positive))))
 
 
-def spatial_entropy_peruzzo(m: np.ndarray) -> float:
-    """Peruzzo et al. 2022: H = -sum_j p_j ln p_j over the 8-connected components j of {M_ij > mean(M)}.
+def spatial_entropy_peruzzo(m: np.ndarray, connectivity: int = CONNECTIVITY) -> float:
+    """Peruzzo et al. 2022: H = -sum_j p_j ln p_j over the connected components j of {M_ij > mean(M)}.
 
-    p_j = mass of component j / mass above the mean. A constant map has no cell above its mean
-    and is one flat region: 0.0.
+    p_j = mass of component j / mass above the mean. ``connectivity``: 8 (default, Peruzzo et al.'s; see
+    ``CONNECTIVITY``) or 4 neighbours; anything else is a ValueError. A constant map has no cell above its
+    mean and is one flat region: 0.0.
     """
+    structure = _structure(connectivity)
     p = normalize_map(m)
-    labels, n_components = ndimage.label(p > p.mean(), structure=_EIGHT_CONNECTED)
+    labels, n_components = ndimage.label(p > p.mean(), structure=structure)
     if n_components == 0:
         return 0.0
     masses = ndimage.sum_labels(p, labels, index=np.arange(1, n_components + 1))
     return float(stats.entropy(masses))
 
 
+def top_cell_count(n_cells: int, percentile: float) -> int:
+    """k = ceil((100 - percentile) / 100 * N): the cells "above the percentile" of N cells, e.g. percentile 90
+    (the study's top 10%): 2 of a 4x4 map, 58 of 24x24. ValueError unless 0 <= percentile <= 100."""
+    if not 0 <= percentile <= 100:
+        raise ValueError(f"percentile must be in [0, 100], got {percentile}")
+    return math.ceil(round((100 - percentile) * n_cells / 100, 9))  # round: 9.9% of 1000 is 99.00000000000006
+
+
+def top_cells(m: np.ndarray, percentile: float = 90.0) -> np.ndarray:
+    """[k, 2] (row, col) of the k = ``top_cell_count(N, percentile)`` highest cells of M, in row-major order.
+
+    Ties are broken by position: a stable sort on -M, so of equal cells the earlier in row-major order is kept.
+    Exactly k cells however many tie at the cut, where thresholding (M >= the 90th percentile) would keep all
+    of them: every zero cell of a mostly-zero map, whose P90 is 0.
+    """
+    p = normalize_map(m)
+    kept = np.sort(np.argsort(-p.ravel(), kind="stable")[: top_cell_count(p.size, percentile)])
+    return np.column_stack(np.unravel_index(kept, p.shape))
+
+
 def cluster_count_dbscan(
     m: np.ndarray, percentile: float = 90.0, eps: float = 1.5, min_samples: int = 3
 ) -> int:
-    """C_k (earlier variant): clusters of DBSCAN(eps, min_samples) on the (row, col) of cells >= the percentile.
+    """C_k (earlier variant): clusters of DBSCAN(eps, min_samples) on the (row, col) of the top cells.
 
-    Noise is not a cluster; 0 when fewer than ``min_samples`` cells survive. Cells tied with the
-    percentile survive, so in a map that is mostly zeros the zero cells survive too (published rule).
+    The top cells are exactly k = ceil((100 - percentile) / 100 * N) of the N cells (``top_cells``): the k
+    highest, ties broken by position (row-major order, earlier cells first). Noise is not a cluster; 0 when
+    k < ``min_samples``.
     """
-    p = normalize_map(m)
-    coords = np.argwhere(p >= np.percentile(p, percentile))
+    coords = top_cells(m, percentile)
     if len(coords) < min_samples:
         return 0
     labels = DBSCAN(eps=eps, min_samples=min_samples).fit_predict(coords)
     return len(set(labels.tolist()) - {-1})
 
 
-def cluster_count_components(m: np.ndarray, top_mass: float = 0.3) -> int:
-    """C_k (final variant): 8-connected components of the top-mass mask, minus 1 (0 = one dominant focus).
+def cluster_count_components(m: np.ndarray, top_mass: float = 0.3, connectivity: int = CONNECTIVITY) -> int:
+    """C_k (final variant): connected components of the top-mass mask, minus 1 (0 = one dominant focus).
 
-    The mask is the smallest set of highest cells whose mass is >= top_mass (ties between equal
-    cells are taken in row-major order).
+    The mask is the smallest set of highest cells whose mass is >= top_mass (ties between equal cells are taken
+    in row-major order). ``connectivity``: 8 (default; the study does not say, see ``CONNECTIVITY``) or 4
+    neighbours; anything else is a ValueError.
     """
     if not 0 < top_mass <= 1:
         raise ValueError(f"top_mass must be in (0, 1], got {top_mass}")
+    structure = _structure(connectivity)
     p = normalize_map(m)
     order = np.argsort(-p.ravel(), kind="stable")
     cumulative = np.cumsum(p.ravel()[order])
     n_cells = min(int(np.searchsorted(cumulative, top_mass - 1e-12)) + 1, p.size)
     mask = np.zeros(p.size, dtype=bool)
     mask[order[:n_cells]] = True
-    _, n_components = ndimage.label(mask.reshape(p.shape), structure=_EIGHT_CONNECTED)
+    _, n_components = ndimage.label(mask.reshape(p.shape), structure=structure)
     return n_components - 1
 
 

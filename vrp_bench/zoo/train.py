@@ -24,7 +24,7 @@ from transformers import ProcessorMixin
 from vrp_bench.api.instance import GenerationSettings, Request
 from vrp_bench.api.metrics import normalized_exact_match
 from vrp_bench.api.model import MODELS
-from vrp_bench.datasets.vrp_shapes import QUESTION_SETS, generate_docs
+from vrp_bench.datasets.vrp_shapes import CAPTION_QUESTION, caption, generate_docs
 from vrp_bench.models.families import FAMILIES, FamilyAdapter
 from vrp_bench.zoo.build import IMAGE_SIZE, build_tiny
 from vrp_bench.zoo.recipes import RECIPES, TinyRecipe
@@ -32,14 +32,18 @@ from vrp_bench.zoo.recipes import RECIPES, TinyRecipe
 POST_PROMPT = "\nAnswer the question using a single word or phrase."
 """The vrp_shapes tasks' default post-prompt (tasks/vrp_shapes/_default_template_yaml)."""
 CAPTION = "caption"
-CAPTION_QUESTION = "what is in the image ?"
-"""An auxiliary training task (never evaluated): name every object of the scene, left to right. Like
-the captioning stage of real VLM training, it supervises many image-grounded tokens per example."""
+"""An auxiliary training task: name every object of the scene, left to right (``CAPTION_QUESTION``, answered
+by ``vrp_shapes.caption``). Like the captioning stage of real VLM training, it supervises many image-grounded
+tokens per example. Trained on captions of the ``TRAINED_SETS`` scenes; its own test set is the
+vrp_shapes_caption task, left out of ``test_accuracy``."""
+TRAINED_SETS = ("exists_random", "exists_popular", "exists_adversarial", "color", "count", "spatial")
+"""The question sets trained on and reported in ``test_accuracy``, fixed: sets added to ``QUESTION_SETS`` later
+(``caption``, whose scenes are never drawn for training) leave the training data and the model cards as shipped."""
 TRAIN_PER_SET = 2000
 TEST_PER_SET = 300
 CURRICULUM = (
     (0.25, {CAPTION: 1.0, "color": 1.0}),
-    (1.0, {**dict.fromkeys(QUESTION_SETS, 1.0), "count": 0.2, "spatial": 0.2, CAPTION: 1.0}),
+    (1.0, {**dict.fromkeys(TRAINED_SETS, 1.0), "count": 0.2, "spatial": 0.2, CAPTION: 1.0}),
 )
 """(end of the phase as a fraction of the steps, sampling weight of each question set).
 Captions and colours first teach the model to look at the image at all: on the question mixture alone
@@ -63,14 +67,13 @@ def data_hash(docs: list[dict]) -> str:
 
 def caption_doc(doc: dict) -> dict:
     """The scene of ``doc`` as a captioning example: every object's colour and shape, left to right."""
-    objects = sorted(doc["objects"], key=lambda o: (o["box"][0], o["box"][1]))
-    return {**doc, "question": CAPTION_QUESTION, "answer": " ".join(f"{o['color']} {o['shape']}" for o in objects)}
+    return {**doc, "question": CAPTION_QUESTION, "answer": caption(doc["objects"])}
 
 
 def training_docs(seed: int, per_set: int = TRAIN_PER_SET) -> dict[str, list[dict]]:
-    """The train split of every question set, by set, plus ``CAPTION`` (every one of their scenes captioned)."""
-    by_set = {name: generate_docs(name, split="train", n=per_set, seed=seed) for name in QUESTION_SETS}
-    by_set[CAPTION] = [caption_doc(doc) for name in QUESTION_SETS for doc in by_set[name]]
+    """The train split of every ``TRAINED_SETS`` set, by set, plus ``CAPTION`` (every one of their scenes captioned)."""
+    by_set = {name: generate_docs(name, split="train", n=per_set, seed=seed) for name in TRAINED_SETS}
+    by_set[CAPTION] = [caption_doc(doc) for name in TRAINED_SETS for doc in by_set[name]]
     return by_set
 
 
@@ -138,9 +141,9 @@ def evaluate(family: str, pretrained: str, docs: list[dict], blank: bool = False
 
 
 def held_out_docs(per_set: int = TEST_PER_SET) -> list[dict]:
-    """The shipped test split (seed 0) of every question set, at the tiny models' image size."""
+    """The shipped test split (seed 0) of every ``TRAINED_SETS`` set, at the tiny models' image size."""
     return [
-        doc for name in QUESTION_SETS for doc in generate_docs(name, split="test", n=per_set, image_size=IMAGE_SIZE)
+        doc for name in TRAINED_SETS for doc in generate_docs(name, split="test", n=per_set, image_size=IMAGE_SIZE)
     ]
 
 
@@ -199,9 +202,9 @@ def train_family(
         "steps_run": done,
         "seconds_cap": seconds,
         "batch_size": BATCH_SIZE,
-        "train_docs": sum(len(by_set[name]) for name in QUESTION_SETS),
+        "train_docs": sum(len(by_set[name]) for name in TRAINED_SETS),
         "caption_docs": len(by_set[CAPTION]),
-        "data_hash": data_hash([doc for name in QUESTION_SETS for doc in by_set[name]]),
+        "data_hash": data_hash([doc for name in TRAINED_SETS for doc in by_set[name]]),
         "wall_seconds": round(wall, 1),
         "final_loss": round(float(np.mean(losses[-50:])), 4) if losses else None,
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -241,13 +244,13 @@ def model_card(facts: dict[str, Any]) -> str:
         "",
         "Recipe (vrp_bench/zoo/train.py): AdamW, batch 32, linear warm-up then cosine decay over `steps`;",
         "loss on the answer tokens only; a curriculum of colour questions and scene captions (an auxiliary",
-        "task, never evaluated: \"what is in the image ?\" -> every object's colour and shape, left to right)",
+        "task, not in test_accuracy: \"what is in the image ?\" -> every object's colour and shape, left to right)",
         "first, then every question set with captions kept in the mix.",
         "",
         "steps_run is below steps when the seconds cap stopped the run (the learning-rate schedule",
         "spans steps), which makes such a run depend on the machine's speed.",
         "",
-        "test_accuracy: normalised exact match on the vrp_shapes test split (all six question sets,",
+        "test_accuracy: normalised exact match on the vrp_shapes test split (the six question sets, not caption,",
         f"{TEST_PER_SET} docs each, 64 px); blank_image_accuracy: the same questions with every image",
         "replaced by a white one (chance is about 0.36).",
         "",

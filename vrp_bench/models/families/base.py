@@ -15,7 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -116,6 +116,13 @@ class FamilyAdapter(ABC):
 
     def final_norm(self, model: nn.Module) -> nn.Module:
         return model.model.language_model.norm
+
+    def hidden_state_sites(self, model: nn.Module) -> list[tuple[nn.Module, Literal["input", "output"]]]:
+        """Where Hugging Face's ``output_hidden_states`` index i is read, i = 0..L: the first decoder layer's
+        input (the embedding output), then each decoder layer's output, the last one replaced by the final
+        norm's (transformers overwrites ``hidden_states[-1]`` with the normed ``last_hidden_state``)."""
+        layers = self.decoder_layers(model)
+        return [(layers[0], "input"), *((layer, "output") for layer in layers[:-1]), (self.final_norm(model), "output")]
 
     def lm_head(self, model: nn.Module) -> nn.Module:
         return model.lm_head

@@ -1,0 +1,74 @@
+"""On the embedded default every signal is alive: for each tiny model, on the README's main command (fewer docs),
+no reliability signal is constant, two signals equal on every sample are grouped by the report, the cluster
+counts vary, and the multi-token statistics (p_tok vs min_logprob) tell docs apart."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import pytest
+
+from vrp_bench.models.families import FAMILIES
+from vrp_bench.signals.catalogue import SIGNALS
+
+LIMIT = 30
+FOUR_BY_FOUR = ("qwen2_vl", "qwen2_5_vl")
+"""Families whose tiny checkpoint sees a 4 x 4 image-token grid (64 px, patch 8, 2 x 2 merge): c_k_dbscan keeps
+ceil(10% of 16) = 2 cells, fewer than DBSCAN's min_samples 3, so it is 0 on every doc until they are retrained
+for an 8 x 8 grid (#15)."""
+SCALARS = sorted(name for name, spec in SIGNALS.items() if not spec.per_layer and name != "sc_answers")
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def default_run(request, tmp_path_factory) -> tuple[str, dict, list[dict]]:
+    from click.testing import CliRunner
+
+    from vrp_bench.cli import cli
+
+    family, out = request.param, tmp_path_factory.mktemp("alive")
+    result = CliRunner().invoke(cli, ["--model", f"tiny_{family}", "--tasks", "all", "--limit", str(LIMIT),
+                                      "--output_path", str(out), "--log_samples", "--permutations", "5",
+                                      "--cv_repeats", "1", "--bootstrap_resamples", "100"])
+    assert result.exit_code == 0, result.output
+    folder = out / f"tiny_{family}"
+    report = json.loads(next(folder.glob("*_results.json")).read_text())
+    records = [{**json.loads(line), "file": path.name} for path in sorted(folder.glob("*_samples_*.jsonl"))
+               for line in path.open()]
+    return family, report, records
+
+
+def values(records: list[dict], name: str) -> dict[str, float]:
+    return {f"{r['file']}/{r['doc_id']}": r["signals"][name] for r in records
+            if r.get("signals") and r["signals"].get(name) is not None}
+
+
+def test_no_signal_is_constant(default_run) -> None:
+    family, _, records = default_run
+    known = {"c_k_dbscan"} if family in FOUR_BY_FOUR else set()  # (its own test below is an expected failure)
+    constant = [name for name in SCALARS if len(set(values(records, name).values())) < 2 and name not in known]
+    assert not constant, f"tiny_{family}: constant on every doc: {constant}"
+
+
+def test_signals_equal_on_every_sample_are_grouped_by_the_report(default_run) -> None:
+    family, report, records = default_run
+    grouped = {frozenset(pair) for group in report["summary"]["signal_groups"]
+               for pair in itertools.combinations(group, 2)}
+    by_name = {name: values(records, name) for name in SCALARS}
+    for first, second in itertools.combinations(SCALARS, 2):
+        shared = by_name[first].keys() & by_name[second].keys()
+        if len(shared) > 10 and all(by_name[first][k] == by_name[second][k] for k in shared):
+            assert frozenset((first, second)) in grouped, (family, first, second)
+
+
+def test_multi_token_statistics_differ(default_run) -> None:
+    """The caption task's answers are several tokens long: mean and minimum log-probability part ways."""
+    _, _, records = default_run
+    p_tok, min_logprob = values(records, "p_tok"), values(records, "min_logprob")
+    assert any(abs(p_tok[key] - min_logprob[key]) > 1e-9 for key in p_tok.keys() & min_logprob.keys())
+
+
+def test_cluster_counts_vary(default_run, request) -> None:
+    family, _, records = default_run
+    if family in FOUR_BY_FOUR:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="4 x 4 token grid (FOUR_BY_FOUR)"))
+    assert len(set(values(records, "c_k_dbscan").values())) > 1

@@ -1,6 +1,7 @@
 """On the embedded default every signal is alive: for each tiny model, on the README's main command (fewer docs),
 no reliability signal is constant, two signals equal on every sample are grouped by the report, the cluster
-counts vary, and the multi-token statistics (p_tok vs min_logprob) tell docs apart."""
+counts vary, and the multi-token statistics (p_tok vs min_logprob) tell docs apart; counting and spatial
+accuracy above chance is an expected failure (#15)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,6 @@ from vrp_bench.models.families import FAMILIES
 from vrp_bench.signals.catalogue import SIGNALS
 
 LIMIT = 30
-FOUR_BY_FOUR = ("qwen2_vl", "qwen2_5_vl")
-"""Families whose tiny checkpoint sees a 4 x 4 image-token grid (64 px, patch 8, 2 x 2 merge): c_k_dbscan keeps
-ceil(10% of 16) = 2 cells, fewer than DBSCAN's min_samples 3, so it is 0 on every doc until they are retrained
-for an 8 x 8 grid (#15)."""
 SCALARS = sorted(name for name, spec in SIGNALS.items() if not spec.per_layer and name != "sc_answers")
 
 
@@ -44,8 +41,7 @@ def values(records: list[dict], name: str) -> dict[str, float]:
 
 def test_no_signal_is_constant(default_run) -> None:
     family, _, records = default_run
-    known = {"c_k_dbscan"} if family in FOUR_BY_FOUR else set()  # (its own test below is an expected failure)
-    constant = [name for name in SCALARS if len(set(values(records, name).values())) < 2 and name not in known]
+    constant = [name for name in SCALARS if len(set(values(records, name).values())) < 2]
     assert not constant, f"tiny_{family}: constant on every doc: {constant}"
 
 
@@ -67,8 +63,24 @@ def test_multi_token_statistics_differ(default_run) -> None:
     assert any(abs(p_tok[key] - min_logprob[key]) > 1e-9 for key in p_tok.keys() & min_logprob.keys())
 
 
-def test_cluster_counts_vary(default_run, request) -> None:
-    family, _, records = default_run
-    if family in FOUR_BY_FOUR:
-        request.applymarker(pytest.mark.xfail(strict=True, reason="4 x 4 token grid (FOUR_BY_FOUR)"))
+def test_cluster_counts_vary(default_run) -> None:
+    """Every tiny model sees an 8 x 8 image-token grid: 7 cells reach the top 10%, enough for DBSCAN's clusters."""
+    _, _, records = default_run
     assert len(set(values(records, "c_k_dbscan").values())) > 1
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="#15: every tiny model stays at chance on counting and spatial within the 5-minute budget")
+@pytest.mark.parametrize("question_set", ["count", "spatial"])
+def test_counting_and_spatial_above_chance(default_run, question_set) -> None:
+    """#15 asks for counting and spatial accuracy above chance (4 balanced answers: 0.25) with the 95% Wilson
+    interval excluding it. Not met (README, Models): strict, so a retrained zoo that meets it must drop the mark."""
+    from scipy.stats import binomtest
+
+    family, report, records = default_run
+    task = f"vrp_shapes_{question_set}"
+    correct = sum(int(r["exact_match"]) for r in records if r["file"].endswith(f"_samples_{task}.jsonl"))
+    if correct != round(report["results"][task]["exact_match,none"] * LIMIT):
+        raise RuntimeError(f"{task}: per-sample records disagree with the report")
+    low = binomtest(correct, LIMIT).proportion_ci(method="wilson").low
+    assert low > 0.25, f"tiny_{family} {question_set}: {correct}/{LIMIT}, Wilson 95% low {low:.2f} <= chance 0.25"

@@ -13,8 +13,8 @@ from vrp_bench.signals.catalogue import SIGNALS
 
 # Signals that are null by design for some samples: grounding needs a ground-truth box (absent objects have none).
 NEEDS_BOX = {name for name, spec in SIGNALS.items() if "boxes" in spec.needs}
-# Image tokens of a 64 px image at patch 8: an 8 x 8 grid, or 4 x 4 after Qwen's 2 x 2 merge.
-GRID_CELLS = {"llava": 64, "paligemma": 64, "qwen2_vl": 16, "qwen2_5_vl": 16}
+# Image tokens of a 64 px image: an 8 x 8 grid in every family (patch 8; Qwen's processor resizes it to 128 px, 2 x 2 merge).
+GRID_CELLS = {"llava": 64, "paligemma": 64, "qwen2_vl": 64, "qwen2_5_vl": 64}
 
 
 def run(cli, out: Path, family: str, *extra: str) -> list[dict]:

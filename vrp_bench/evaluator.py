@@ -510,20 +510,19 @@ class TaskScores(Protocol):
 
 def group_scores(
     groups: dict[str, list[str]], results: Mapping[str, TaskScores]
-) -> dict[str, dict[str, float | int | None]]:
+) -> dict[str, dict[str, float | None]]:
     """Per group of ``groups`` (group -> member tasks): each metric shared by all its tasks in ``results``,
-    averaged with weights = scored samples."""
-    scores: dict[str, dict[str, float | int | None]] = {}
+    averaged with weights = scored samples (a group's counts are its tasks' counts)."""
+    scores: dict[str, dict[str, float | None]] = {}
     for group, members in groups.items():
         member_results = [results[t] for t in members if t in results]
         if not member_results:
             continue
         shared = set.intersection(*(set(r.metrics) for r in member_results))
-        entry: dict[str, float | int | None] = {"n": sum(r.n_scored for r in member_results)}
+        entry: dict[str, float | None] = {}
         for metric in sorted(shared):
             weighted = [(r.metrics[metric], r.n_scored) for r in member_results if r.metrics[metric] is not None]
             total = sum(w for _, w in weighted)
             entry[metric] = sum(v * w for v, w in weighted) / total if total else None
-        entry["n_errors"] = sum(r.n_errors for r in member_results)
         scores[group] = entry
     return scores

@@ -109,9 +109,8 @@ def samples_entry(original: int, effective: int, scores: TaskScores) -> dict[str
 def groups_section(groups: dict[str, list[str]], results: Mapping[str, TaskScores]) -> dict[str, dict[str, Any]]:
     """The ``groups`` section (``evaluator.group_scores``: each metric shared by a group's tasks, weighted by
     scored samples) as lmms-eval writes it: per group its alias and ``"<metric>,none"`` values (no standard
-    error; the counts, ``group_scores``' ``n`` and ``n_errors``, are left out: they are its tasks' ``n-samples``)."""
-    return {group: {"alias": group, **{result_keys(metric)[0]: value for metric, value in entry.items()
-                                       if metric not in ("n", "n_errors")}}
+    error; its counts are its tasks' ``n-samples``, see ``group_counts``)."""
+    return {group: {"alias": group, **{result_keys(metric)[0]: value for metric, value in entry.items()}}
             for group, entry in group_scores(groups, results).items()}
 
 

@@ -18,6 +18,7 @@ from vrp_bench.datasets.vrp_shapes import VOCABULARY
 from vrp_bench.zoo.recipes import RECIPES, SpecialTokens
 
 IMAGE_SIZE = 64
+"""Side of the tiny zoo's images (the vrp_shapes group's), in px."""
 PATCH_SIZE = 8
 PROMPT_WORDS = [
     "user",
@@ -65,13 +66,15 @@ def build_tokenizer(special: SpecialTokens, words: Iterable[str]) -> TokenizersB
 
 
 def build_tiny(
-    family: str, seed: int = 0, image_size: int = IMAGE_SIZE, patch_size: int = PATCH_SIZE
+    family: str, seed: int = 0, image_size: int | None = None, patch_size: int = PATCH_SIZE
 ) -> tuple[PreTrainedModel, ProcessorMixin]:
-    """A randomly initialised (seeded) tiny model of ``family`` and its processor, for ``image_size`` images
-    cut into ``patch_size`` patches (the zoo's 64 / 8; benchmarks use the real models' sequence shapes)."""
+    """A randomly initialised (seeded) tiny model of ``family`` and its processor, which resizes images to
+    ``image_size`` px (default: the zoo's, ``IMAGE_SIZE`` times the recipe's ``image_scale``) and cuts them into
+    ``patch_size`` patches (the zoo's 8; benchmarks use the real models' sequence shapes)."""
     if family not in RECIPES:
         raise ValueError(f"no tiny recipe for family {family!r} (zoo/recipes.py); known: {', '.join(RECIPES)}")
     recipe = RECIPES[family]
+    image_size = IMAGE_SIZE * recipe.image_scale if image_size is None else image_size
     tokenizer = build_tokenizer(recipe.special_tokens, [*VOCABULARY, *PROMPT_WORDS])
     processor = recipe.processor(tokenizer, image_size, patch_size)
     config = recipe.config(processor.tokenizer, image_size, patch_size)

@@ -78,6 +78,8 @@ class TinyRecipe(ABC):
     special_tokens: ClassVar[SpecialTokens]
     chat_template: ClassVar[str | None] = None
     """Chat template given to tiny checkpoints' processors (``None``: the family has none)."""
+    image_scale: ClassVar[int] = 1
+    """The tiny zoo's processor image side over its data's (64 px): every family sees an 8 x 8 image-token grid."""
 
     @abstractmethod
     def config(self, tokenizer: TokenizersBackend, image_size: int, patch_size: int) -> PretrainedConfig:
@@ -85,7 +87,7 @@ class TinyRecipe(ABC):
 
     @abstractmethod
     def processor(self, tokenizer: TokenizersBackend, image_size: int, patch_size: int) -> ProcessorMixin:
-        """The family's real processor class around ``tokenizer``, for ``image_size`` images."""
+        """The family's real processor class around ``tokenizer``, resizing images to ``image_size`` px."""
 
     def training_text(self, processor: ProcessorMixin, prompts: list[str], answers: list[str]) -> dict[str, Any]:
         """Text arguments of the processor for prompts followed by their answers and end-of-sequence."""
@@ -182,6 +184,9 @@ QWEN_CHAT_TEMPLATE = (
 )
 """The Qwen2-VL / Qwen2.5-VL chat template (a system turn, then ChatML with vision markers)."""
 
+MERGE_SIZE = 2
+"""Qwen's 2x2 patch merge (``spatial_merge_size``), as in every real checkpoint."""
+
 TINY_QWEN_TEXT = {
     "num_key_value_heads": 2,
     # mrope_section sums to head_dim / 2 = 16 (temporal, height, width)
@@ -200,6 +205,8 @@ class Qwen2VLRecipe(TinyRecipe):
         extra=("<|im_start|>", "<|vision_start|>", "<|vision_end|>", "<|video_pad|>"),
     )
     chat_template = QWEN_CHAT_TEMPLATE
+    image_scale = MERGE_SIZE
+    """64 px images are resized to 128 px: 16 x 16 patches of 8 px, 8 x 8 image tokens after the 2 x 2 merge."""
     config_class: ClassVar[type[PretrainedConfig]] = Qwen2VLConfig
     processor_class: ClassVar[type[ProcessorMixin]] = Qwen2VLAdapter.processor_class
     """The image-only processor the adapter loads checkpoints with."""
@@ -213,6 +220,7 @@ class Qwen2VLRecipe(TinyRecipe):
             "num_heads": 4,
             "mlp_ratio": 2,
             "patch_size": patch_size,
+            "spatial_merge_size": MERGE_SIZE,
         }
 
     def config(self, tokenizer: TokenizersBackend, image_size: int, patch_size: int) -> PretrainedConfig:
@@ -228,9 +236,9 @@ class Qwen2VLRecipe(TinyRecipe):
         )
 
     def processor(self, tokenizer: TokenizersBackend, image_size: int, patch_size: int) -> ProcessorMixin:
-        factor = patch_size * 2
+        # every image resized to about image_size^2 pixels (aspect kept, sides multiples of patch * merge)
         image_processor = Qwen2VLImageProcessorPil(
-            patch_size=patch_size, merge_size=2, min_pixels=factor * factor, max_pixels=image_size * image_size
+            patch_size=patch_size, merge_size=MERGE_SIZE, min_pixels=image_size**2, max_pixels=image_size**2
         )
         return self.processor_class(
             image_processor=image_processor, tokenizer=tokenizer, chat_template=self.chat_template
@@ -252,7 +260,8 @@ class Qwen2_5_VLRecipe(Qwen2VLRecipe):
             "out_hidden_size": TINY_HIDDEN,
             "num_heads": 4,
             "patch_size": patch_size,
-            "window_size": patch_size * 4,  # 2x2 merge units per window
+            "spatial_merge_size": MERGE_SIZE,
+            "window_size": patch_size * MERGE_SIZE * 2,  # 2x2 merge units per window
             "fullatt_block_indexes": [1],
         }
 

@@ -64,6 +64,16 @@ def test_image_token_count_equals_patch_grid_cells(vlm):
         assert grids == [(8, 8), (8, 8)]  # images are resized to 64 px, patch 8
 
 
+def test_max_pixels_caps_qwen_images_below_the_checkpoints_minimum(family_dir):
+    """The tiny Qwen processors resize every image to 128^2 pixels (min = max); max_pixels = 64^2 still caps them."""
+    family, directory = family_dir
+    if family not in QWEN:
+        pytest.skip("max_pixels is Qwen's")
+    vlm = MODELS.get(family).from_args({"pretrained": str(directory), "max_pixels": 64 * 64})
+    inputs = vlm.encode([request_for(Image.new("RGB", (64, 64), "white"), "is there a red circle ?")])
+    assert vlm.adapter.patch_grid(inputs, 0) == (4, 4)  # 8 x 8 patches of 8 px, 2 x 2 merge
+
+
 def test_vision_grid_maps_raster_cells_to_sequence_positions(vlm):
     sizes = [(64, 64), (128, 64)]
     inputs = vlm.encode([request_for(Image.new("RGB", size, "white"), "what color is the circle ?") for size in sizes])

@@ -44,8 +44,10 @@ class Qwen2VLAdapter(FamilyAdapter):
     @classmethod
     def load_processor(cls, pretrained: str, max_pixels: int | None = None, **kwargs: Any) -> ProcessorMixin:
         processor = cls.processor_class.from_pretrained(pretrained, **kwargs)
-        if max_pixels is not None:
-            processor.image_processor.size.longest_edge = max_pixels
+        if max_pixels is not None:  # a cap below the checkpoint's minimum lowers the minimum too, or it would win
+            size = processor.image_processor.size
+            size.longest_edge = max_pixels
+            size.shortest_edge = min(size.shortest_edge, max_pixels)
         return processor
 
     @property

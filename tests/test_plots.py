@@ -29,7 +29,8 @@ from vrp_bench.report.results import read_attention_maps, traces_npz
 
 TASKS = ("vrp_shapes_color", "vrp_shapes_count")  # mostly right + mostly wrong: both classes for the probes
 EXPECTED = ["attention_vrp_shapes_color.png", "attention_vrp_shapes_count.png", "layers_h_s_layers.png",
-            "layers_delta_h_s_layers.png", "reliability.png", "risk_coverage.png", "probe_per_layer.png",
+            "layers_delta_h_s_layers.png", "layers_gaze_divergence_layers.png", "layers_residual_update_image_layers.png",
+            "layers_margin_attention_layers.png", "layers_margin_mlp_layers.png", "reliability.png", "risk_coverage.png", "probe_per_layer.png",
             "ablation_retention.png"]
 
 

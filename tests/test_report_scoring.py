@@ -85,6 +85,9 @@ def test_planted_relations_are_recovered_out_of_fold(planted_run: Path) -> None:
     assert best["n"] == 210 and best["ci"][0] > 0.7  # chosen on one half, reported on the other
     assert report["verdicts"]["cluster_failure"]["status"] != "does_not_hold"
     assert report["layers"]["h_s_layers"][0]["correct"]["n"] + report["layers"]["h_s_layers"][0]["incorrect"]["n"] == 420
+    for name in ("structure", "ensemble_probe"):  # the stress test: random attention carries nothing
+        attention = report["attention_classifiers"][name]["heldout"]
+        assert attention["auroc"]["ci"][0] < 0.5 < attention["auroc"]["ci"][1], name
 
 
 def test_trained_probes_are_saved_with_fold_provenance(planted_run: Path) -> None:
@@ -100,8 +103,10 @@ def test_score_reproduces_the_run_exactly(planted_run: Path, cli, tmp_path: Path
     code, out, err = cli("score", planted_run, "--output", tmp_path / "rescored.json")
     assert code == 0, err
     original, rescored = results_of(planted_run), json.loads((tmp_path / "rescored.json").read_text())
-    for section in ("signals", "diagnostics", "fusion", "probes", "layers", "verdicts", "summary"):
+    for section in ("signals", "diagnostics", "fusion", "attention_classifiers", "probes", "layers", "verdicts",
+                    "summary"):
         assert rescored[section] == original[section], section
+    assert original["attention_classifiers"]["ensemble_probe"]["heldout"] is not None  # the maps of --save_traces
     assert "Reliability signals" in out
 
 

@@ -126,6 +126,11 @@ def full_capture(settings: SignalSettings = SignalSettings(), **changes) -> Sign
         token_entropies=[0.3, 0.2],
         token_margins=[2.0, 1.0],
         truth_margin_layers=[-1.5, -1.0, 0.5, 2.0, 3.0],  # hidden states 0..4 of 4 decoder layers
+        residual_update_image=[1.0, 1.2, 1.1, 4.0],
+        residual_update_last=[2.0, 2.5, 3.0, 9.0],
+        margin_attention=[0.1, -0.2, 0.3, 0.0],  # with margin_mlp: blocks add 0.4, 0.1, 1.0, 0.5 to the margin
+        margin_mlp=[0.3, 0.3, 0.7, 0.5],
+        margin_unattributed=[0.1, 1.4, 0.5, 0.5],  # truth_margin_layers' changes: 0.5, 1.5, 1.5, 1.0
         sc_answers=["Yes", "yes.", "no"],
         target="yes",
     )
@@ -144,8 +149,11 @@ def test_every_key_has_a_spec_and_every_spec_reads_real_capture_fields():
     assert orientation["grounding_mass"] == 1 and orientation["sc_entropy"] == -1
     assert orientation["sc_agreement"] == 1
     reads = {name: spec.reference for name, spec in SIGNALS.items() if spec.reference is not None}
+    attribution = {name for name in SIGNALS if any(need.startswith("margin_") for need in SIGNALS.get(name).needs)}
+    assert attribution >= {"mlp_share", "margin_peak_layer", "margin_mlp_layers"}
     assert reads == {"truth_margin": "target", "truth_margin_layers": "target", "sc_majority_correct": "target",
-                     **{name: "boxes" for name in SIGNALS if "boxes" in SIGNALS.get(name).needs}}
+                     **{name: "boxes" for name in SIGNALS if "boxes" in SIGNALS.get(name).needs},
+                     **dict.fromkeys(attribution, "target")}
     assert SIGNALS.get("sc_agreement").calibrated_against == "sc_majority_correct"
 
 
@@ -166,6 +174,8 @@ def test_full_capture_gives_every_key_as_plain_json():
     json.dumps(signals)
     assert len(signals["h_s_layers"]) == 4 and len(signals["delta_h_s_layers"]) == 3
     assert len(signals["vision_h_s_layers"]) == 3 and signals["truth_margin"] == 3.0
+    assert signals["forcing_layer"] == 3 and signals["late_forcing"] == pytest.approx(4.0 / 1.1)
+    assert signals["mlp_share"] == pytest.approx(1.8 / 2.4) and signals["margin_peak_layer"] == 2
     assert signals["sc_majority"] == "yes" and signals["sc_majority_correct"] is True
     assert signals["sc_agreement"] == pytest.approx(2 / 3)
     assert signals["p_tok_prob"] == pytest.approx(math.exp(-0.3))

@@ -66,12 +66,13 @@ def cli() -> None:
 
 # Scoring flag -> ScoringSettings field.
 _SCORING_FIELDS = {"probe_kind": "probe_kind", "bootstrap_resamples": "n_resamples", "cv_repeats": "repeats",
-                   "permutations": "permutations", "equivalence_margin": "equivalence_margin"}
+                   "permutations": "permutations", "equivalence_margin": "equivalence_margin",
+                   "attention_classifier": "attention_classifier"}
 
 
 def _scoring_options(rescoring: bool) -> list[Any]:
     """The flags that set ``ScoringSettings``: defaults for a run; for ``score`` none (the run's settings)."""
-    from vrp_bench.scoring.settings import ScoringSettings
+    from vrp_bench.scoring.settings import ATTENTION_CLASSIFIERS, ScoringSettings
 
     defaults = ScoringSettings()
 
@@ -83,12 +84,17 @@ def _scoring_options(rescoring: bool) -> list[Any]:
 
     return [
         option("probe_kind", click.Choice(["logistic", "mlp", "l1"]), "probe_kind", "Hidden-state probe."),
+        option("attention_classifier", click.Choice(ATTENTION_CLASSIFIERS), "attention_classifier",
+               "Attention-only classifier of the stress test (gbt: gradient-boosted trees, about 100x the CPU "
+               "time of logistic under the permutation test)."),
         option("bootstrap_resamples", click.IntRange(min=100), "n_resamples",
                "Bootstrap resamples for every confidence interval."),
         option("cv_repeats", click.IntRange(min=1), "repeats",
-               "Repeated cross-validation seeds of probes and fusion (their CIs include retraining)."),
+               "Repeated cross-validation seeds of probes, fusion and attention classifiers (their CIs include "
+               "retraining)."),
         option("permutations", click.IntRange(min=0), "permutations",
-               "Within-task label permutations of the probe / fusion permutation test (0 skips it)."),
+               "Within-task label permutations of the probe / fusion / attention-classifier permutation test "
+               "(0 skips it)."),
         option("equivalence_margin", click.FloatRange(min=0, max=0.5, min_open=True), "equivalence_margin",
                "Verdicts: \"no relation\" means within-task AUROC inside 0.5 +/- this."),
     ]
@@ -140,7 +146,7 @@ _RUN_OPTIONS = [
                  help="Self-consistency samples per doc (0 disables); same as --model_args sc_samples=K."),
     click.option("--save_traces", "--save-traces", "save_traces", is_flag=True,
                  help="Also write hidden states (float16) and attention maps (float32), an .npz per task, for "
-                      "re-scoring probes later and the run report's heatmaps."),
+                      "re-scoring probes and the ensemble attention probe later, and the run report's heatmaps."),
     click.option("--plots", is_flag=True,
                  help="Then draw the run's pictures and report.html into <run folder>/plots/ (implies --log_samples "
                       "and --save_traces; see `vrp-bench plot`)."),

@@ -79,7 +79,8 @@ class SampleRecord:
     hidden_states: dict[HiddenPosition, np.ndarray] = field(default_factory=dict)
     """Per captured position, [n_layers, hidden] float16 (kept for probes, never in the JSONL)."""
     attention_maps: dict[str, np.ndarray] = field(default_factory=dict)
-    """``Traces.attention_maps`` (written with ``--save_traces`` for the run report's heatmaps, never in the JSONL)."""
+    """``Traces.attention_maps``: read by the ensemble attention probe, written with ``--save_traces`` (for the run
+    report's heatmaps and for re-scoring that probe), never in the JSONL."""
 
     def to_json(self) -> dict[str, Any]:
         """The per-sample log line, with lmms-eval's ``resps`` / ``filtered_resps`` keys (``filtered_resps`` as

@@ -31,7 +31,7 @@ from vrp_bench.builtins import register_builtins
 from vrp_bench.cpu_threads import set_threads
 from vrp_bench.distributed import ProcessGroup, launched
 from vrp_bench.evaluator import Progress, RunConfig, RunResult
-from vrp_bench.report.results import build_report, hidden_states, probe_files, sample_logs, traces_npz
+from vrp_bench.report.results import build_report, probe_files, sample_logs, trace_arrays, traces_npz
 from vrp_bench.report.run_files import RunFiles
 from vrp_bench.report.schema import require_valid
 from vrp_bench.report.writer import check_writable, json_text, jsonl_text
@@ -184,7 +184,7 @@ def evaluate(
         return None
     samples = sample_logs(run)
     metadata = {name: task_result.task.config.metadata for name, task_result in run.results.items()}
-    sections, probe_fits = score_sections(samples, hidden_states(run), scoring, metadata)
+    sections, probe_fits = score_sections(samples, trace_arrays(run), scoring, metadata)
     ablation_run, ablation_section = None, None
     if ablation is not None:
         from vrp_bench.interventions import ablation_section as build_ablation_section

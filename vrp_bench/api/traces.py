@@ -17,6 +17,15 @@ field                      shape                        what it holds
 ``token_margins``          [answer tokens]              top-1 minus top-2 log-probability per answer token
 ``truth_margin_layers``    [hidden states]              logit lens at the last prompt position: logit of the
                                                         reference answer's first token - best other logit
+``margin_attention``       [decoder layers]             the attention block's contribution to the truth margin's
+                                                        change from hidden state l to l + 1 (direct logit
+                                                        attribution, ``models.logit_lens``)
+``margin_mlp``             [decoder layers]             the same for the MLP block
+``margin_unattributed``    [decoder layers]             the rest of that change (the final norm's rescaling, a
+                                                        change of target or rival token): the three sum to it
+``residual_update_image``  [decoder layers]             ||output - input|| of each decoder layer at the prompt
+                                                        pass, mean over the image-token positions
+``residual_update_last``   [decoder layers]             the same at the last prompt position
 ``hidden_last_prompt``     [hidden states, hidden]      residual stream at the last prompt position
 ``hidden_first_answer``    [hidden states, hidden]      residual stream at the first answer position
 ``first_token_logprobs``   [vocabulary]                 log-softmax of the first answer step
@@ -49,7 +58,9 @@ LAYER_NUMBERING = {
                      "i - 1, L = the last layer's output after the final norm (hidden_last_prompt, hidden_first_answer, "
                      "truth_margin_layers, the probes' layers, ablation layers)",
     "decoder_layers": "Hugging Face's output_attentions: decoder layer l = 0..L-1, which reads hidden state l and "
-                      "writes hidden state l + 1 (answer attention maps, h_s_layers, c_k_*_layers, grounding_*_layers)",
+                      "writes hidden state l + 1 (answer attention maps, h_s_layers, c_k_*_layers, grounding_*_layers, "
+                      "gaze_divergence_layers, residual_update_*_layers, margin_*_layers: the change from hidden "
+                      "state l to l + 1)",
     "decoder_layer_changes": "entry i = the change from decoder layer i to decoder layer i + 1 (delta_h_s_layers)",
     "vision_blocks": "vision-encoder block j = 0..V-1 (vision_attention, vision_*_layers)",
 }
@@ -85,6 +96,11 @@ class Traces:
     token_entropies: np.ndarray | None = None
     token_margins: np.ndarray | None = None
     truth_margin_layers: np.ndarray | None = None
+    margin_attention: np.ndarray | None = None
+    margin_mlp: np.ndarray | None = None
+    margin_unattributed: np.ndarray | None = None
+    residual_update_image: np.ndarray | None = None
+    residual_update_last: np.ndarray | None = None
     hidden_last_prompt: np.ndarray | None = None
     hidden_first_answer: np.ndarray | None = None
     first_token_logprobs: np.ndarray | None = None
@@ -146,12 +162,18 @@ _ARRAY_DIMS: dict[str, tuple[str, ...]] = {
     "token_entropies": ("answer tokens",),
     "token_margins": ("answer tokens",),
     "truth_margin_layers": ("hidden states",),
+    "margin_attention": ("decoder layers",),
+    "margin_mlp": ("decoder layers",),
+    "margin_unattributed": ("decoder layers",),
+    "residual_update_image": ("decoder layers",),
+    "residual_update_last": ("decoder layers",),
     "hidden_last_prompt": ("hidden states", "hidden"),
     "hidden_first_answer": ("hidden states", "hidden"),
     "first_token_logprobs": ("vocabulary",),
 }
 _TOKEN_FIELDS = ("token_logprobs", "token_entropies", "token_margins")
-_DECODER_LAYER_FIELDS = ("answer_attention_mean", "answer_attention_first")
+_DECODER_LAYER_FIELDS = ("answer_attention_mean", "answer_attention_first", "margin_attention", "margin_mlp",
+                         "margin_unattributed", "residual_update_image", "residual_update_last")
 _HIDDEN_STATE_FIELDS = ("truth_margin_layers", "hidden_last_prompt", "hidden_first_answer")
 TRACE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Traces))
 assert set(_ARRAY_DIMS) | set(SELF_CONSISTENCY_FIELDS) == set(TRACE_FIELDS)

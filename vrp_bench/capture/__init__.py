@@ -7,7 +7,9 @@ task code. Each is a context manager that restores the model exactly on exit, al
 from vrp_bench.capture.ablation import ImageTokenMask, UnitAblation, UnitStatistics, choose_units
 from vrp_bench.capture.attention import AttentionCapture, Site
 from vrp_bench.capture.hidden_states import LastPositionCapture
+from vrp_bench.capture.residual_stream import ResidualStreamCapture
 
 __all__ = [
-    "AttentionCapture", "ImageTokenMask", "LastPositionCapture", "Site", "UnitAblation", "UnitStatistics", "choose_units",
+    "AttentionCapture", "ImageTokenMask", "LastPositionCapture", "ResidualStreamCapture", "Site", "UnitAblation",
+    "UnitStatistics", "choose_units",
 ]

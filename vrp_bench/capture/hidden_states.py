@@ -10,10 +10,13 @@ prompt token) and call 1 processes the first answer token; ``keep_calls`` bounds
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, Literal
 
 import torch
 from torch import nn
+
+from vrp_bench.capture.hooks import register_all, remove_all
 
 Where = Literal["input", "output"]
 """A site's tensor: the module's first input (a forward pre-hook) or its output (a forward hook)."""
@@ -51,19 +54,14 @@ class LastPositionCapture:
 
     def __enter__(self) -> "LastPositionCapture":
         self.records = [[] for _ in self.sites]
-        try:
-            for index, (module, where) in enumerate(self.sites):
-                hook = self._hook(index, where)
-                self._handles.append(module.register_forward_pre_hook(hook, with_kwargs=True) if where == "input"
-                                     else module.register_forward_hook(hook))
-        except BaseException:
-            self.__exit__()
-            raise
+        self._handles = register_all(
+            partial(module.register_forward_pre_hook, self._hook(index, where), with_kwargs=True) if where == "input"
+            else partial(module.register_forward_hook, self._hook(index, where))
+            for index, (module, where) in enumerate(self.sites))
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
-        for handle in self._handles:
-            handle.remove()
+        remove_all(self._handles)
         self._handles = []
 
     def stacked(self, call: int) -> torch.Tensor | None:

@@ -1,13 +1,14 @@
 """One instrumented greedy pass: the answers plus everything the reliability signals need.
 
-``instrumented_generate`` runs ``model.generate`` once for a batch with three removable captures
-active (attention rows, last-position hidden states, per-step logits) and turns what they
-recorded into one ``Traces`` per sample: the decoder's attention from the answer tokens to
-the image tokens on the patch grid (first answer token, and mean over answer tokens), the vision
-encoder's attention on its own grid, per-token log-probability / entropy / top-2 margin, the
-logit-lens truth margin per hidden state, and the hidden states at the last prompt position and the
-first answer position, and the full next-token distribution of the first answer step. All architecture
-knowledge comes from the family adapter.
+``instrumented_generate`` runs ``model.generate`` once for a batch with removable captures active
+(attention rows, last-position hidden states, the prompt pass's residual stream per decoder layer) and turns
+what they and the per-step logits recorded into one ``Traces`` per sample: the decoder's attention from the
+answer tokens to the image tokens on the patch grid (first answer token, and mean over answer tokens), the
+vision encoder's attention on its own grid, per-token log-probability / entropy / top-2 margin, the logit-lens
+truth margin per hidden state and its change per decoder layer split into attention and MLP contributions
+(``logit_lens``), the residual-update norms at the image positions and the last prompt position, the hidden
+states at the last prompt position and the first answer position, and the full next-token distribution of the
+first answer step. All architecture knowledge comes from the family adapter.
 
 Layers are numbered like Hugging Face's outputs: attention (per decoder layer) like ``output_attentions``,
 l = 0..L-1; hidden states and the truth margin like ``output_hidden_states``, i = 0..L (0: the embedding
@@ -29,9 +30,10 @@ from torch import nn
 from transformers import BatchFeature, ProcessorMixin
 
 from vrp_bench.api.traces import Traces
-from vrp_bench.capture import AttentionCapture, LastPositionCapture, Site
+from vrp_bench.capture import AttentionCapture, LastPositionCapture, ResidualStreamCapture, Site
 from vrp_bench.models.answers import answer_token_count
 from vrp_bench.models.families import FamilyAdapter
+from vrp_bench.models.logit_lens import margin_attribution, target_token_ids, truth_margins
 
 
 def attention_sites(model: nn.Module, adapter: FamilyAdapter) -> dict[nn.Module, Site]:
@@ -60,36 +62,6 @@ def token_statistics(step_logits: Sequence[torch.Tensor], chosen: torch.Tensor) 
     return chosen_logprob.numpy(), entropy.numpy(), (top2[..., 0] - top2[..., 1]).numpy()
 
 
-def truth_margins(hidden: torch.Tensor, adapter: FamilyAdapter, model: nn.Module, target_ids: Sequence[int]) -> list[float]:
-    """Logit lens: per hidden state, max logit over ``target_ids`` minus the best logit of any other token.
-
-    ``hidden``: [L + 1, hidden] hidden states at the last prompt position, numbered like HF's (the last is already
-    normed, so only the others go through the final norm before the unembedding).
-    """
-    norm, head = adapter.final_norm(model), adapter.lm_head(model)
-    parameter = next(head.parameters())
-    hidden = hidden.to(parameter.device, parameter.dtype)
-    logits = head(torch.cat([norm(hidden[:-1]), hidden[-1:]])).float()
-    targets = torch.tensor(sorted(set(target_ids)), device=logits.device)
-    target_best = logits[:, targets].max(dim=-1).values
-    others = logits.clone()
-    others[:, targets] = float("-inf")
-    return (target_best - others.max(dim=-1).values).tolist()
-
-
-def target_token_ids(tokenizer: Any, target: str | Sequence[str] | None) -> list[int]:
-    """First token of the reference answer as the model would write it (as given, and capitalised)."""
-    if target is None:
-        return []
-    text = target if isinstance(target, str) else (target[0] if target else "")
-    ids = set()
-    for variant in {text.strip(), text.strip().capitalize()}:
-        tokens = tokenizer(variant, add_special_tokens=False)["input_ids"] if variant else []
-        if tokens:
-            ids.add(int(tokens[0]))
-    return sorted(ids)
-
-
 def instrumented_generate(
     model: nn.Module,
     adapter: FamilyAdapter,
@@ -106,7 +78,9 @@ def instrumented_generate(
     sites = attention_sites(model, adapter)
     attention = AttentionCapture(sites, attention_configs(model, sites))
     hidden = LastPositionCapture(adapter.hidden_state_sites(model), keep_calls=2)
-    with torch.inference_mode(), attention, hidden:
+    decoder_layers = adapter.decoder_layers(model)
+    stream = ResidualStreamCapture(decoder_layers, [adapter.residual_after_attention(layer) for layer in decoder_layers])
+    with torch.inference_mode(), attention, hidden, stream:
         output = model.generate(**inputs, **generation_kwargs, return_dict_in_generate=True, output_logits=True)
     prompt_length = inputs["input_ids"].shape[1]
     new_tokens = output.sequences[:, prompt_length:].cpu()
@@ -118,6 +92,8 @@ def instrumented_generate(
     logprobs, entropies, margins = token_statistics(step_logits, new_tokens)
     first_step = torch.log_softmax(step_logits[0].float(), dim=-1).numpy()
     last_prompt, first_answer = hidden.stacked(0), hidden.stacked(1)
+    update_norms = stream.stacked_update_norms()  # [batch, decoder layers, prompt positions]
+    block_streams = stream.stacked_last()  # (h_l, h_l + a_l, h_l+1) at the last prompt position
     spans = adapter.image_token_span(inputs["input_ids"].cpu())
     n_decoder = len(adapter.decoder_layers(model))
     n_vision = len(adapter.vision_blocks(model))
@@ -133,6 +109,7 @@ def instrumented_generate(
             "first_token_logprobs": first_step[b],
             "hidden_last_prompt": last_prompt[b].half().numpy() if last_prompt is not None else None,
             "hidden_first_answer": (first_answer[b].half().numpy() if first_answer is not None and length > 0 else None),
+            "residual_update_last": update_norms[b, :, -1].numpy() if update_norms is not None else None,
         }
         if len(spans[b]):
             rows, cols = adapter.patch_grid(inputs, b, 0)
@@ -141,6 +118,8 @@ def instrumented_generate(
                          for layer in range(n_decoder)]
             arrays["answer_attention_first"] = torch.stack([p[0] for p in per_layer]).reshape(n_decoder, rows, cols).numpy()
             arrays["answer_attention_mean"] = torch.stack([p.mean(0) for p in per_layer]).reshape(n_decoder, rows, cols).numpy()
+            if update_norms is not None:
+                arrays["residual_update_image"] = update_norms[b][:, spans[b]].mean(-1).numpy()
             if vision_sequences:
                 grid = adapter.vision_grid(inputs, b, 0)
                 arrays["vision_attention"] = torch.stack(
@@ -149,5 +128,9 @@ def instrumented_generate(
         target_ids = target_token_ids(processor.tokenizer, targets[b])
         if target_ids and last_prompt is not None:
             arrays["truth_margin_layers"] = truth_margins(last_prompt[b], adapter, model, target_ids)
+        if target_ids and block_streams is not None:
+            attribution = margin_attribution(*(x[b] for x in block_streams), adapter, model, target_ids)
+            for block, values in (attribution or {}).items():
+                arrays[f"margin_{block}"] = values
         traces.append(Traces(**arrays))
     return new_tokens, traces

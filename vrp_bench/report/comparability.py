@@ -4,8 +4,8 @@ A report's *basis* (``comparison_basis``) is what must match for two reports' nu
 (the leaderboard's ranking, ``vrp-bench regress``): per task its version and doc-set hash (``doc_set_hash``:
 which docs, with which content, were evaluated), the generation overrides, the signal settings and the scoring
 settings that change what a figure means (not the seed, nor the number of bootstrap resamples, which only
-change its Monte Carlo noise). A signal setting a report predates counts as the value it was computed with
-(``SIGNAL_SETTINGS_BEFORE``). ``differences`` names every mismatch in one line each.
+change its Monte Carlo noise). A signal or scoring setting a report predates counts as the value it was computed
+with (``SIGNAL_SETTINGS_BEFORE``, ``SCORING_SETTINGS_BEFORE``). ``differences`` names every mismatch in one line each.
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ SCORING_NOISE_ONLY = ("seed", "n_resamples")
 SIGNAL_SETTINGS_BEFORE = {"connectivity": 8}
 """Signal settings added to ``SignalSettings`` after reports were first written, with the value every report
 written before them was computed with (a report without ``connectivity`` used 8-connected components)."""
+SCORING_SETTINGS_BEFORE = {"attention_classifier": "logistic"}
+"""Scoring settings added to ``ScoringSettings`` after reports were first written, read as their default in a report
+that predates them (its figures are the same: it has no ``attention_classifiers`` section)."""
 
 
 def doc_set_hash(docs: Iterable[tuple[int, str | None]]) -> str:
@@ -42,7 +45,8 @@ def comparison_basis(report: Mapping[str, Any]) -> dict[str, Any]:
                   for task in sorted(report["results"])},
         "gen_kwargs": config.get("gen_kwargs") or {},
         "signals": signal_settings(report),
-        "scoring": {k: v for k, v in sorted((config.get("scoring") or {}).items()) if k not in SCORING_NOISE_ONLY},
+        "scoring": {k: v for k, v in sorted({**SCORING_SETTINGS_BEFORE, **(config.get("scoring") or {})}.items())
+                    if k not in SCORING_NOISE_ONLY},
     }
 
 

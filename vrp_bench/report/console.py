@@ -71,7 +71,7 @@ def results_table(report: dict[str, Any]) -> list[Block]:
 
 def signals_table(report: dict[str, Any]) -> list[Block]:
     """Within-task signal quality (AUROC, R_pb, PRR; concatenated AUROC beside it), the split-half best
-    signal, probes, fusion, diagnostics and the verdicts."""
+    signal, probes, fusion, the attention-only classifiers, diagnostics and the verdicts."""
     within, concatenated = report["signals"]["within_task"], report["signals"]["concatenated"]
     if not within["signals"]:
         return ["", f"No reliability signals in this run: accuracy only (n = {within['n']} scored, accuracy "
@@ -101,6 +101,7 @@ def signals_table(report: dict[str, Any]) -> list[Block]:
             lines.append(f"probe ({position}): {probe.get('reason') or nested['auroc']['reason']}")
     if report["fusion"] and report["fusion"].get("heldout"):
         lines.append(f"fusion of {len(report['fusion']['signals'])} signals: {_heldout(report['fusion']['heldout'])}")
+    lines += _attention_lines(report.get("attention_classifiers"))
     lines += _diagnostics_lines(report.get("diagnostics") or {})
     for task, failures in report["signal_failures"].items():
         for name, entry in failures.items():
@@ -130,6 +131,19 @@ def _heldout(heldout: dict[str, Any]) -> str:
             f"concatenated AUROC gain over a task-only predictor {_with_ci(gain)}")
 
 
+def _attention_lines(section: dict[str, Any] | None) -> list[str]:
+    """The attention-only classifiers (the stress test), held out like the fusion, or why they could not be
+    (none in a report written before them)."""
+    if not section:
+        return []
+    structure, probe = section["structure"], section["ensemble_probe"]
+    grid = " x ".join(map(str, probe["grid"])) if probe["grid"] else "-"
+    return [f"attention-only classifier ({structure['kind']}, {section['features']['count']} attention-structure "
+            f"features): {_heldout(structure['heldout']) if structure['heldout'] else structure['reason']}",
+            f"ensemble attention probe (logistic, normalised {probe['map']} maps, {grid}): "
+            f"{_heldout(probe['heldout']) if probe['heldout'] else probe['reason']}"]
+
+
 def _diagnostics_lines(diagnostics: dict[str, Any]) -> list[str]:
     """One line per diagnostic signal: mean for correct vs incorrect samples, per task."""
     by_signal: dict[str, list[str]] = {}
@@ -143,9 +157,50 @@ def _diagnostics_lines(diagnostics: dict[str, Any]) -> list[str]:
     return lines + [f"  {name}: " + "; ".join(parts) for name, parts in by_signal.items()]
 
 
+def mechanisms_table(report: dict[str, Any]) -> list[Block]:
+    """The ``mechanisms`` section: per decoder layer, the blocks' mean contributions to the truth margin's change and
+    the mean residual-update norms; the MLP share of the margin's growth and the late forcing, with CIs (nothing in a
+    report written before the section, or from a model that captures no residual stream)."""
+    section = report.get("mechanisms")
+    if not section:
+        return []
+    attribution, forcing = section["margin_attribution"], section["forcing"]
+    per_layer = {row["layer"]: row for row in attribution.get("per_layer") or []}
+    profiles = {position: entry.get("mean_profile") or [] for position, entry in forcing.items()}
+    n_layers = max([len(per_layer), *(len(profile) for profile in profiles.values())])
+    if not n_layers:
+        return [f"mechanisms: {attribution['reason']}"]
+
+    def cell(values: list[float] | dict[int, Any], layer: int, key: str | None = None) -> str:
+        value = (values.get(layer) or {}).get(key) if isinstance(values, dict) else \
+            (values[layer] if layer < len(values) else None)
+        return _number(value)
+
+    rows = [[layer, cell(per_layer, layer, "attention"), cell(per_layer, layer, "mlp"),
+             cell(per_layer, layer, "unattributed"), cell(profiles.get("image", []), layer),
+             cell(profiles.get("last", []), layer)] for layer in range(n_layers)]
+    lines: list[Block] = [
+        "", "Mechanisms per decoder layer (means over all scored samples; the truth margin reads the reference answer: "
+            "descriptive, never ranked):",
+        _table(rows, ["Decoder layer", "Margin change from attention", "from MLP", "unattributed",
+                      "Update norm, image tokens", "Update norm, last prompt token"])]
+    if attribution.get("reason") is None:
+        peaks = attribution["peak_layers"]
+        lines.append(f"MLP share of the truth margin's growth: {_with_ci(attribution['mlp_share_of_growth'])} "
+                     f"(correct {_with_ci(attribution['mlp_share_of_growth_correct'])}, incorrect "
+                     f"{_with_ci(attribution['mlp_share_of_growth_incorrect'])}; n = {attribution['n']}); peak layers: "
+                     f"attention {peaks['attention']}, MLP {peaks['mlp']}, both {peaks['blocks']}")
+    for position, entry in forcing.items():
+        if entry.get("reason") is None and entry.get("late_forcing"):
+            lines.append(f"late forcing ({position}): {_with_ci(entry['late_forcing'])} (last layers' mean update "
+                         f"over the earlier layers'); largest rise at decoder layer {entry['forcing_layer']}")
+    return lines
+
+
 def summary_blocks(report: dict[str, Any]) -> list[Block]:
-    """Everything a person wants to see after a run: task metrics, signals, probes, verdicts, the ablation."""
-    return results_table(report) + signals_table(report) + ablation_table(report)
+    """Everything a person wants to see after a run: task metrics, signals, probes, verdicts, mechanisms, the
+    ablation."""
+    return results_table(report) + signals_table(report) + mechanisms_table(report) + ablation_table(report)
 
 
 def summary_table(report: dict[str, Any]) -> str:

@@ -50,10 +50,13 @@ PER_SIDE = 2
 TOP_SIGNALS = 4
 """Risk-coverage curves are drawn for this many reliability signals of highest within-task AUROC."""
 COVERAGES = np.linspace(0.02, 1.0, 50)
-PROFILES = ("h_s_layers", "delta_h_s_layers")
-"""The per-layer signals drawn by layer (of ``scoring.sections.LAYER_PROFILES``, the report's ``layers``)."""
-X_LABELS = {"h_s_layers": "decoder layer (HF output_attentions numbering)",
-            "delta_h_s_layers": "decoder layer i (change from layer i to i + 1)"}
+PROFILES = ("h_s_layers", "delta_h_s_layers", "gaze_divergence_layers", "residual_update_image_layers",
+            "margin_attention_layers", "margin_mlp_layers")
+"""The per-layer signals drawn by layer (of ``scoring.sections.LAYER_PROFILES``, the report's ``layers``): attention
+structure, the detachment of the decoder's gaze from the encoder's, the forcing profile at the image tokens and the
+blocks' contributions to the truth margin's change."""
+DECODER_LAYER = "decoder layer (HF output_attentions numbering)"
+X_LABELS = {"delta_h_s_layers": "decoder layer i (change from layer i to i + 1)"}
 NO_TRACES = "no traces file for this task (run with --save_traces; a model that captures nothing writes none)"
 
 
@@ -109,9 +112,9 @@ def _line(axes: Axes, x: Sequence[float], y: Sequence[Any], intervals: Sequence[
 
 
 def layer_profile_pictures(inputs: PlotInputs) -> list[Picture]:
-    """Per signal of ``PROFILES`` (spatial entropy h_s and its change dH_s): its mean per layer for correct vs
-    incorrect samples with 95% bootstrap bands; first all tasks together (the report's ``layers`` section), then
-    each task alone (``scoring.sections.layer_profiles`` of its records, with the run's seed)."""
+    """Per signal of ``PROFILES``: its mean per layer for correct vs incorrect samples with 95% bootstrap bands;
+    first all tasks together (the report's ``layers`` section), then each task alone
+    (``scoring.sections.layer_profiles`` of its records, with the run's seed)."""
     per_task = {task: layer_profiles(records, inputs.settings) for task, records in inputs.samples.items()}
     pictures = []
     for name in PROFILES:
@@ -132,7 +135,7 @@ def layer_profile_pictures(inputs: PlotInputs) -> list[Picture]:
                 for side in ("correct", "incorrect"):
                     _line(axes, layers, [row[side]["mean"] for row in rows], [row[side]["ci"] for row in rows],
                           f"{side} (n={rows[0][side]['n']})", COLORS[side])
-                axes.set(title=title, xlabel=X_LABELS.get(name, "layer"), ylabel=f"mean {name}", xticks=layers)
+                axes.set(title=title, xlabel=X_LABELS.get(name, DECODER_LAYER), ylabel=f"mean {name}", xticks=layers)
                 axes.legend()
 
         pictures.append(_draw(file_name, caption, _size(len(panels)), draw))

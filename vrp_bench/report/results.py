@@ -206,14 +206,16 @@ def sample_logs(run: RunResult) -> dict[str, list[dict[str, Any]]]:
             for name, result in run.results.items()}
 
 
-def hidden_states(run: RunResult) -> dict[str, dict[str, np.ndarray]]:
-    """Per captured position, ``sample_key`` -> [n_layers, hidden] float16 hidden states."""
-    states: dict[str, dict[str, np.ndarray]] = {position: {} for position in HIDDEN_POSITIONS}
+def trace_arrays(run: RunResult) -> dict[str, dict[str, np.ndarray]]:
+    """What scoring reads of the traces (``scoring.sections.score_sections``): per captured position, ``sample_key``
+    -> [n_layers, hidden] float16 hidden states; per attention map (``api.traces.ATTENTION_MAPS``), ``sample_key`` ->
+    [layers, rows, cols] float32."""
+    arrays: dict[str, dict[str, np.ndarray]] = {name: {} for name in (*HIDDEN_POSITIONS, *ATTENTION_MAPS)}
     for name, result in run.results.items():
         for record in result.records:
-            for position, array in record.hidden_states.items():
-                states[position][sample_key(name, record.doc_id)] = array
-    return states
+            for trace, array in (*record.hidden_states.items(), *record.attention_maps.items()):
+                arrays[trace][sample_key(name, record.doc_id)] = array
+    return arrays
 
 
 def traces_npz(result: TaskResult) -> bytes | None:
@@ -249,17 +251,17 @@ def traces_npz(result: TaskResult) -> bytes | None:
 
 
 def read_traces(files: dict[Path, bytes]) -> dict[str, dict[str, np.ndarray]]:
-    """Hidden states from the contents of ``traces_npz`` files (named by ``RunFiles.traces``), keyed like
-    ``hidden_states``."""
-    states: dict[str, dict[str, np.ndarray]] = {position: {} for position in HIDDEN_POSITIONS}
+    """Hidden states and attention maps from the contents of ``traces_npz`` files (named by ``RunFiles.traces``),
+    keyed like ``trace_arrays``."""
+    arrays: dict[str, dict[str, np.ndarray]] = {name: {} for name in (*HIDDEN_POSITIONS, *ATTENTION_MAPS)}
     for path, content in files.items():
         task = RunFiles.traces_task(path)
         with np.load(io.BytesIO(content)) as data:
-            for position in HIDDEN_POSITIONS:
-                if position in data:
-                    for doc_id, array in zip(data[f"{position}_doc_ids"], data[position]):
-                        states[position][sample_key(task, int(doc_id))] = array
-    return states
+            for name in arrays:
+                if name in data:
+                    for doc_id, array in zip(data[f"{name}_doc_ids"], data[name]):
+                        arrays[name][sample_key(task, int(doc_id))] = array
+    return arrays
 
 
 def read_attention_maps(content: bytes) -> dict[str, dict[int, np.ndarray]]:

@@ -52,11 +52,12 @@ def is_reliability_signal(spec: SignalSpec, answer_independent_boxes: bool) -> b
     return spec.reference is None or (spec.reference == "boxes" and answer_independent_boxes)
 
 
-def scalar_signal_names(records: Sequence[dict[str, Any]]) -> list[str]:
-    """Registered scalar, oriented signals that at least one record carries (registry order)."""
+def scalar_signal_names(records: Sequence[dict[str, Any]], oriented: bool = True) -> list[str]:
+    """Registered scalar signals that at least one record carries (registry order): the oriented ones (those a
+    reliability score is read from), or all of them."""
     present = {name for r in records for name, value in (r.get("signals") or {}).items() if value is not None}
     return [name for name, spec in SIGNALS.items()
-            if spec.orientation is not None and not spec.per_layer and name in present]
+            if (spec.orientation is not None or not oriented) and not spec.per_layer and name in present]
 
 
 def signal_values(records: Sequence[dict[str, Any]], name: str) -> list[float | None]:

@@ -1,9 +1,10 @@
-"""A run's per-sample records -> the report's ``signals``, ``diagnostics``, ``fusion``, ``probes``,
-``layers``, ``verdicts`` and ``summary``.
+"""A run's per-sample records -> the report's ``signals``, ``diagnostics``, ``fusion``, ``attention_classifiers``,
+``probes``, ``layers``, ``mechanisms``, ``verdicts`` and ``summary``.
 
-The input is exactly what a run writes to disk (per-sample JSON records, each task's YAML metadata and,
-for probes, the float16 hidden states), so ``vrp-bench score`` on saved files reproduces the run's
-sections exactly. Only scored samples (no error) count; every statistic comes with its bootstrap CI.
+The input is exactly what a run writes to disk (per-sample JSON records, each task's YAML metadata and, for
+probes and the ensemble attention probe, the float16 hidden states and the attention maps), so ``vrp-bench score``
+on saved files reproduces the run's sections exactly (the probes with the run's ``--save_traces`` files). Only
+scored samples (no error) count; every statistic comes with its bootstrap CI.
 
 Scopes of the ``signals`` section: ``tasks`` (each task alone), ``within_task`` (the primary cross-task
 figure: every statistic compares samples of the same task only, ``stratified``) and ``concatenated``
@@ -21,10 +22,12 @@ from typing import Any
 import numpy as np
 
 from vrp_bench.api.traces import HIDDEN_POSITIONS
+from vrp_bench.scoring.attention_classifiers import ENSEMBLE_MAP, attention_classifiers
 from vrp_bench.scoring.bootstrap import CONFIDENCE, percentile_ci, resample_weights
 from vrp_bench.scoring.fusion import fuse_signals, fusion_pipeline
 from vrp_bench.scoring.heldout import evaluate_heldout
 from vrp_bench.scoring.hypotheses import benjamini_hochberg
+from vrp_bench.scoring.mechanisms import mechanisms
 from vrp_bench.scoring.probes import ProbeFits, run_probes
 from vrp_bench.scoring.records import (
     boxes_answer_independent,
@@ -47,7 +50,9 @@ from vrp_bench.signals.catalogue import SIGNALS
 
 CONCATENATED = "concatenated"
 
-LAYER_PROFILES = ("h_s_layers", "delta_h_s_layers", "grounding_mass_layers", "truth_margin_layers", "vision_h_s_layers")
+LAYER_PROFILES = ("h_s_layers", "delta_h_s_layers", "grounding_mass_layers", "truth_margin_layers", "vision_h_s_layers",
+                  "gaze_divergence_layers", "residual_update_image_layers", "residual_update_last_layers",
+                  "margin_attention_layers", "margin_mlp_layers", "margin_unattributed_layers")
 ADJUSTED_TESTS = ("auroc", "r_pb", "spearman")
 """Statistics whose p-values get Benjamini-Hochberg adjusted across the signals of one scope."""
 
@@ -103,12 +108,13 @@ def diagnostics(
     per_task: Mapping[str, Sequence[dict[str, Any]]], metadata: Mapping[str, Mapping[str, Any]],
     settings: ScoringSettings,
 ) -> dict[str, Any]:
-    """Per task, each scalar signal that reads the reference there, by correct vs incorrect (mean, CI)."""
+    """Per task, each numeric scalar signal that reads the reference there (oriented or descriptive, e.g. the MLP
+    share of the truth margin's growth), by correct vs incorrect (mean, CI)."""
     section = {}
     for task, records in per_task.items():
         independent = boxes_answer_independent(metadata.get(task))
         entries = {}
-        for name in scalar_signal_names(records):
+        for name in scalar_signal_names(records, oriented=False):
             spec = SIGNALS.get(name)
             if is_reliability_signal(spec, independent):
                 continue
@@ -221,23 +227,27 @@ def signal_failures(samples: Mapping[str, Sequence[dict[str, Any]]]) -> dict[str
 
 def score_sections(
     samples: Mapping[str, Sequence[dict[str, Any]]],
-    hidden: Mapping[str, Mapping[str, np.ndarray]],
+    traces: Mapping[str, Mapping[str, np.ndarray]],
     settings: ScoringSettings,
     metadata: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, ProbeFits]]:
-    """All scored sections of a report, and the trained probes (for saving). ``metadata``: each task's
-    YAML ``metadata`` (whether its boxes are answer-independent)."""
+    """All scored sections of a report, and the trained probes (for saving). ``traces``: per hidden-state position
+    and per attention map, ``sample_key`` -> array (``report.results.trace_arrays`` / ``read_traces``);
+    ``metadata``: each task's YAML ``metadata`` (whether its boxes are answer-independent)."""
     metadata = metadata or {}
     per_task = scored_records(samples)
     records, tasks = concatenated_records(samples)
     reliable = reliability_view(per_task, metadata)
     reliable_records = [r for task_records in reliable.values() for r in task_records]
     signals = signal_scores(reliable, metadata, settings)
-    probes, fits = probe_hidden_states(records, tasks, sample_keys(samples), hidden, settings)
+    keys = sample_keys(samples)
+    probes, fits = probe_hidden_states(records, tasks, keys, traces, settings)
     layers = layer_profiles(records, settings)
     fusion = fuse(reliable_records, tasks, list(signals[WITHIN_TASK]["signals"]), settings)
+    attention = attention_classifiers(reliable_records, tasks, keys, traces.get(ENSEMBLE_MAP) or {}, settings)
     sections = {"signals": signals, "diagnostics": diagnostics(per_task, metadata, settings),
-                "signal_failures": signal_failures(samples), "fusion": fusion, "probes": probes, "layers": layers}
+                "signal_failures": signal_failures(samples), "fusion": fusion, "attention_classifiers": attention,
+                "probes": probes, "layers": layers, "mechanisms": mechanisms(records, tasks, settings)}
     sections["summary"] = summarize(sections, reliable_records, tasks, settings)
     sections["verdicts"] = verdicts(signals[WITHIN_TASK]["signals"], records, tasks, settings)
     return sections, fits

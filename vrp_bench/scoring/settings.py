@@ -9,6 +9,9 @@ if TYPE_CHECKING:  # kept light: the CLI reads the defaults at start-up
     from vrp_bench.scoring.heldout import HeldOutDesign
     from vrp_bench.scoring.signal_quality import ScoringOptions
 
+ATTENTION_CLASSIFIERS = ("logistic", "gbt")
+"""Kinds of the attention-only classifier (``scoring.attention_classifiers``)."""
+
 
 @dataclass(frozen=True)
 class ScoringSettings:
@@ -21,13 +24,17 @@ class ScoringSettings:
     probe_folds: int = 5
     probe_last_k: int = 5
     repeats: int = 3
-    """Seeds of repeated cross-validation for probes and fusion (their CIs include retraining)."""
+    """Seeds of repeated cross-validation for probes, fusion and attention classifiers (their CIs include
+    retraining)."""
     permutations: int = 100
-    """Within-task label permutations of the probe / fusion permutation test."""
+    """Within-task label permutations of the probe / fusion / attention-classifier permutation test."""
     equivalence_margin: float = 0.05
     """"No relation" means a within-task AUROC within 0.5 +/- this (equivalence tests of the verdicts)."""
     alpha: float = 0.05
     """Family-wise level of the verdicts' tests (Holm-corrected across the signals a verdict covers)."""
+    attention_classifier: str = "logistic"
+    """The attention-only classifier over attention-structure features: "logistic" or "gbt" (gradient-boosted
+    trees; about 100x the CPU time of "logistic" under the permutation test: ``scoring.attention_classifiers``)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

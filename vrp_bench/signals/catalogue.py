@@ -25,6 +25,7 @@ import numpy as np
 from vrp_bench.api.metrics import normalized_exact_match
 from vrp_bench.api.registry import Registry
 from vrp_bench.signals.consistency import majority_answer, sc_agreement, sc_entropy
+from vrp_bench.signals.detachment import early_late_correlation, gaze_divergence_layers, jensen_shannon
 from vrp_bench.signals.generation import (
     first_token_margin,
     geometric_mean_prob,
@@ -36,6 +37,7 @@ from vrp_bench.signals.generation import (
 from vrp_bench.signals.grounding import grounding_mass, pointing_hit
 from vrp_bench.signals.inputs import SignalInputs
 from vrp_bench.signals.spec import ComputeFn, Reference, SignalSpec
+from vrp_bench.signals.residual import forcing_layer, late_forcing, mlp_share, peak_layer
 from vrp_bench.signals.structural import (
     cluster_count_components,
     cluster_count_dbscan,
@@ -179,6 +181,72 @@ def _late_diffusion(i: SignalInputs) -> float | None:
     return late_diffusion(i.decoder_entropies, i.settings.late_fraction)
 
 
+# Residual-stream dynamics of the prompt pass (late-stage forcing).
+
+
+@register_signal("residual_update_image_layers", None, ("residual_update_image",), per_layer=True)
+def _residual_update_image_layers(i: SignalInputs) -> list[float]:
+    """||output - input|| of each decoder layer at the prompt pass, mean over the image tokens."""
+    return [float(norm) for norm in i.traces.residual_update_image]
+
+
+@register_signal("residual_update_last_layers", None, ("residual_update_last",), per_layer=True)
+def _residual_update_last_layers(i: SignalInputs) -> list[float]:
+    """||output - input|| of each decoder layer at the last prompt position."""
+    return [float(norm) for norm in i.traces.residual_update_last]
+
+
+@register_signal("forcing_layer", None, ("residual_update_image",))
+def _forcing_layer(i: SignalInputs) -> int | None:
+    """Decoder layer where the image tokens' update norm rises most (None with one layer)."""
+    return forcing_layer(i.traces.residual_update_image)
+
+
+@register_signal("late_forcing", -1, ("residual_update_image",))
+def _late_forcing(i: SignalInputs) -> float | None:
+    """Mean image-token update of the last late_fraction of decoder layers over that of the layers before.
+    Oriented by the study's late-bottleneck reading (an answer forced into the image positions only in the last
+    layers is the fragile one), like late_diffusion; an AUROC below 0.5 reports the opposite."""
+    return late_forcing(i.traces.residual_update_image, i.settings.late_fraction)
+
+
+# The blocks' shares of the truth margin's growth (logit lens, direct attribution): they read the reference answer.
+
+_ATTRIBUTION = ("margin_attention", "margin_mlp")
+
+
+@register_signal("margin_attention_layers", None, ("margin_attention",), per_layer=True, reference="target")
+def _margin_attention_layers(i: SignalInputs) -> list[float]:
+    """Per decoder layer, the attention block's contribution to the truth margin's change (direct attribution)."""
+    return [float(value) for value in i.traces.margin_attention]
+
+
+@register_signal("margin_mlp_layers", None, ("margin_mlp",), per_layer=True, reference="target")
+def _margin_mlp_layers(i: SignalInputs) -> list[float]:
+    """Per decoder layer, the MLP block's contribution to the truth margin's change (direct attribution)."""
+    return [float(value) for value in i.traces.margin_mlp]
+
+
+@register_signal("margin_unattributed_layers", None, ("margin_unattributed",), per_layer=True, reference="target")
+def _margin_unattributed_layers(i: SignalInputs) -> list[float]:
+    """Per decoder layer, the truth margin's change left to neither block (the final norm's rescaling, a change of
+    target or rival token): what the direct attribution leaves out."""
+    return [float(value) for value in i.traces.margin_unattributed]
+
+
+@register_signal("mlp_share", None, _ATTRIBUTION, reference="target")
+def _mlp_share(i: SignalInputs) -> float | None:
+    """The MLP blocks' share of how far the blocks move the truth margin, sum |mlp| / sum (|attention| + |mlp|)
+    (None when no block moves it)."""
+    return mlp_share(i.traces.margin_attention, i.traces.margin_mlp)
+
+
+@register_signal("margin_peak_layer", None, _ATTRIBUTION, reference="target")
+def _margin_peak_layer(i: SignalInputs) -> int | None:
+    """Decoder layer whose blocks add the most truth margin (attention + MLP contributions)."""
+    return peak_layer(i.traces.margin_attention + i.traces.margin_mlp)
+
+
 # Decoder attention against the target boxes.
 
 
@@ -255,6 +323,39 @@ def _vision_grounding_mass_layers(i: SignalInputs) -> list[float]:
 def _vision_pointing_hit(i: SignalInputs) -> bool:
     """Pointing game on the vision encoder's attention, aggregated layers."""
     return pointing_hit(i.vision_map, i.vision_box_weights)
+
+
+# Symbolic detachment: the decoder's gaze against the vision encoder's, and its late gaze against its early one.
+# Oriented by the study's Symbolic Detachment hypothesis: a decoder whose gaze leaves what the image showed it is less
+# reliable (an AUROC below 0.5 reports the opposite).
+
+
+@register_signal("gaze_divergence", -1, _DECODER + _VISION)
+def _gaze_divergence(i: SignalInputs) -> float:
+    """Jensen-Shannon divergence (nats, in [0, ln 2]) between the vision encoder's gaze and the answer->image mean
+    map of the aggregated decoder layers: JS(V, D), A = (V + D) / 2, JS = (KL(V || A) + KL(D || A)) / 2.
+
+    V: the last vision block's normalised map, sum-pooled onto the decoder grid (Qwen2-VL: 2x2 patches per cell).
+    JS of the mean map, like the other scalars; the mean of ``gaze_divergence_layers`` over the same layers is
+    >= it (JS is convex). Oriented -1: a decoder whose gaze detaches from where the encoder looked is less reliable."""
+    return jensen_shannon(i.vision_gaze, i.decoder_map)
+
+
+@register_signal("gaze_divergence_layers", -1, _DECODER + _VISION, per_layer=True)
+def _gaze_divergence_layers(i: SignalInputs) -> list[float]:
+    """JS(V, D[l]) per decoder layer l (nats): the vision encoder's gaze V against decoder layer l's map."""
+    return gaze_divergence_layers(i.vision_gaze, i.traces.answer_attention_mean)
+
+
+@register_signal("early_late_correlation", 1, _DECODER)
+def _early_late_correlation(i: SignalInputs) -> float | None:
+    """Pearson r over the grid cells between the mean normalised map of decoder layers 0 .. L//2 - 1 and that of
+    layers L//2 .. L-1, whatever ``aggregate_layers`` (None with one layer).
+
+    Oriented +1: under Symbolic Detachment the late layers abandon the evidence the early layers found, so a gaze
+    that stays where it first looked (r near 1) marks a reliable answer. The opposite reading, an early lock onto the
+    wrong region that the late layers never revisit, would show as an AUROC below 0.5."""
+    return early_late_correlation(i.traces.answer_attention_mean)
 
 
 # Generation dynamics and the logit lens.

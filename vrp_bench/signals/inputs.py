@@ -17,6 +17,7 @@ import numpy as np
 
 from vrp_bench.api.errors import UsageError
 from vrp_bench.api.traces import TRACE_FIELDS, Traces
+from vrp_bench.signals.detachment import pool_to_grid
 from vrp_bench.signals.grounding import box_weights
 from vrp_bench.signals.structural import CONNECTIVITY, normalize_map, spatial_entropy
 
@@ -88,6 +89,14 @@ class SignalInputs:
     def vision_map(self) -> np.ndarray:
         """Mean of the normalised vision-encoder maps of the aggregated vision layers."""
         return _mean_map(self.traces.vision_attention, self.settings.vision_aggregate_layers)
+
+    @cached_property
+    def vision_gaze(self) -> np.ndarray:
+        """The vision encoder's gaze: its last block's normalised map, sum-pooled onto the decoder's patch grid
+        (``detachment.pool_to_grid``). The last block is the one whose output Qwen2-VL and PaliGemma project into the
+        decoder; LLaVA-1.5 checkpoints (``vision_feature_layer = -2``) project the block before it."""
+        decoder_grid = self.traces.answer_attention_mean.shape[1:]
+        return pool_to_grid(normalize_map(self.traces.vision_attention[-1]), decoder_grid)
 
     @cached_property
     def decoder_entropies(self) -> list[float]:

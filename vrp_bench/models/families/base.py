@@ -114,6 +114,13 @@ class FamilyAdapter(ABC):
         """The MLP's output projection: its input holds the intermediate neurons."""
         return self.mlp_module(layer).down_proj
 
+    def residual_after_attention(self, layer: nn.Module) -> nn.Module:
+        """The module whose input is the residual stream between a decoder layer's attention and MLP blocks
+        (h + attention write): the norm in front of the MLP. Llama, Qwen2 and Gemma name it
+        ``post_attention_layernorm``; Gemma 2 / 3, whose ``post_attention_layernorm`` norms the attention output
+        before the residual add, name it ``pre_feedforward_layernorm``."""
+        return getattr(layer, "pre_feedforward_layernorm", None) or layer.post_attention_layernorm
+
     def final_norm(self, model: nn.Module) -> nn.Module:
         return model.model.language_model.norm
 

@@ -103,7 +103,8 @@ def test_self_consistency_on_yes_yes_no():
 
 
 def test_majority_ties_go_to_the_first_seen_answer():
-    assert majority_answer(["two", "Three", "three", "Two"]) == "two"
+    assert majority_answer(["two", "Three", "three", "Two"]) == "2"  # number words are read as digits
+    assert majority_answer(["red", "Blue", "blue", "Red"]) == "red"
     assert sc_agreement(["two", "three"]) == 0.5
     with pytest.raises(ValueError):
         sc_agreement([])

@@ -12,6 +12,7 @@ import logging
 import random
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -440,7 +441,8 @@ def signals_from_traces(
     task: Task, doc: dict[str, Any], request: Request, traces: Traces, names: Collection[str] | None = None
 ) -> SampleSignals:
     """The reliability signals of one sample (and the reasons of those that failed on it) from what the model
-    captured (``Response.traces``), with the doc's ground-truth boxes and the request's image size and target.
+    captured (``Response.traces``), with the doc's ground-truth boxes, the request's image size and target, and how
+    the task extracts (its primary filter pipeline) and compares (its answer normalisation) sampled answers.
     Nothing captured: no signals."""
     if not traces.captured:
         return SampleSignals({}, {})
@@ -449,6 +451,8 @@ def signals_from_traces(
         image_size=request.images[0].size if request.images else None,
         boxes=task.boxes(doc),
         target=request.target,
+        extract_answer=partial(task.filters[0].extract, doc=doc),
+        answer_normalization=task.answer_normalization,
     )
     return compute_signals(inputs, names=names)
 

@@ -176,12 +176,19 @@ def multi_choice_regex(
     return lambda resps, docs: [[letter_of(doc)(r) for r in responses] for responses, doc in zip(resps, docs)]
 
 
+EXTRACTING_FILTERS = ("regex", "multi_choice_regex")
+"""Filters that extract an answer from a response and write their ``fallback`` (default "[invalid]") when none is
+found."""
+
+
 @dataclass
 class FilterPipeline:
-    """One ``filter_list`` entry: a name (the metric keys' suffix) and its steps, applied in order."""
+    """One ``filter_list`` entry: a name (the metric keys' suffix) and its steps, applied in order; ``fallbacks``:
+    what its extracting steps write for a response they found no answer in."""
 
     name: str
     steps: list[FilterStep] = field(default_factory=list)
+    fallbacks: frozenset[str] = frozenset()
 
     def apply(self, responses: list[str], doc: dict[str, Any]) -> Any:
         """The filtered value of one doc's responses."""
@@ -189,6 +196,14 @@ class FilterPipeline:
         for step in self.steps:
             resps = list(step(resps, [doc]))
         return resps[0]
+
+    def extract(self, response: str, doc: dict[str, Any]) -> str | None:
+        """The answer this pipeline finds in one response (e.g. one sampled reasoning path); None when it finds
+        none: an extracting step's fallback, an empty string, or a value that is not a string."""
+        value = self.apply([response], doc)
+        if not isinstance(value, str) or not value.strip() or value in self.fallbacks:
+            return None
+        return value
 
 
 def default_pipeline() -> FilterPipeline:
@@ -207,7 +222,9 @@ def build_pipelines(raw: Any, where: str) -> list[FilterPipeline]:
             raise UsageError(f"{where}: every filter_list entry needs a 'name' and a 'filter' list of steps, got {entry!r}")
         if any(p.name == entry["name"] for p in pipelines):
             raise UsageError(f"{where}: filter_list names {entry['name']!r} twice")
-        pipelines.append(FilterPipeline(entry["name"], [_build_step(step, where) for step in entry["filter"]]))
+        fallbacks = frozenset(str(step.get("fallback", "[invalid]")) for step in entry["filter"]
+                              if isinstance(step, dict) and step.get("function") in EXTRACTING_FILTERS)
+        pipelines.append(FilterPipeline(entry["name"], [_build_step(step, where) for step in entry["filter"]], fallbacks))
     return pipelines
 
 

@@ -13,6 +13,7 @@ import statistics
 import string
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -30,21 +31,68 @@ AGGREGATIONS: Registry[AggregationFn] = Registry("aggregation")
 _PUNCTUATION = re.compile(f"[{re.escape(string.punctuation)}]")
 
 
-def normalize_answer(text: str) -> str:
-    """The study's answer normalisation: lowercase, punctuation removed, whitespace collapsed."""
-    text = _PUNCTUATION.sub(" ", text.lower())
-    return " ".join(text.split())
+NUMBER_WORDS = dict(zip(
+    ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+     "seventeen eighteen nineteen twenty").split(), map(str, range(21))))
+"""Number words read as digits ("three" = "3"), as VQAv2's evaluation does."""
+ARTICLES = frozenset({"a", "an", "the"})
+YES_WORDS = frozenset({"yes", "yeah", "yep", "yup"})
+NO_WORDS = frozenset({"no", "nope", "nah"})
+"""An answer whose first word is one of these is that yes / no ("yes, there is" = "yes")."""
+
+
+@dataclass(frozen=True)
+class AnswerNormalization:
+    """How two answers are compared (``normalize_answer``): always lowercase, punctuation removed, whitespace
+    collapsed (the study's rule); then, each on by default, ``numbers``: number words 0-20 as digits; ``articles``:
+    "a", "an", "the" dropped; ``yes_no``: an answer starting with a yes / no word reduced to "yes" / "no". A task
+    turns rules off in its YAML: ``metadata: {answer_normalization: {yes_no: false}}`` (``from_metadata``)."""
+
+    numbers: bool = True
+    articles: bool = True
+    yes_no: bool = True
+
+    @classmethod
+    def from_metadata(cls, value: Any, where: str) -> AnswerNormalization:
+        """The rules a task's ``metadata.answer_normalization`` names (None: the defaults); UsageError for an unknown
+        rule or a value that is not true / false."""
+        if value is None:
+            return cls()
+        names = [f.name for f in fields(cls)]
+        if not isinstance(value, dict) or any(k not in names or not isinstance(v, bool) for k, v in value.items()):
+            raise UsageError(f"{where}: metadata.answer_normalization must map some of {names} to true / false, "
+                             f"got {value!r}")
+        return cls(**value)
+
+
+STUDY_NORMALIZATION = AnswerNormalization(numbers=False, articles=False, yes_no=False)
+"""The study's rule alone: lowercase, punctuation removed, whitespace collapsed."""
+
+
+def normalize_answer(text: str, rules: AnswerNormalization = AnswerNormalization()) -> str:
+    """``text`` lowercased, punctuation replaced by spaces, whitespace collapsed, then ``rules`` applied word by
+    word (``AnswerNormalization``)."""
+    words = _PUNCTUATION.sub(" ", text.lower()).split()
+    if rules.yes_no and words and (words[0] in YES_WORDS or words[0] in NO_WORDS):
+        return "yes" if words[0] in YES_WORDS else "no"
+    if rules.articles:
+        words = [word for word in words if word not in ARTICLES]
+    if rules.numbers:
+        words = [NUMBER_WORDS.get(word, word) for word in words]
+    return " ".join(words)
 
 
 def _targets(target: str | Sequence[str]) -> list[str]:
     return [target] if isinstance(target, str) else [str(t) for t in target]
 
 
-def normalized_exact_match(prediction: str, target: str | Sequence[str]) -> float:
-    """VRP-Bench's answer match (the study's): 1.0 if normalize_answer(prediction) equals normalize_answer(t) for
-    some target t, else 0.0. The ``exact_match`` metric a YAML names is lmms-eval's, which does not normalise."""
-    answer = normalize_answer(prediction)
-    return float(any(answer == normalize_answer(t) for t in _targets(target)))
+def normalized_exact_match(prediction: str, target: str | Sequence[str],
+                           rules: AnswerNormalization = AnswerNormalization()) -> float:
+    """VRP-Bench's answer match: 1.0 if normalize_answer(prediction, rules) equals normalize_answer(t, rules) for
+    some target t, else 0.0 (``STUDY_NORMALIZATION``: the study's rule alone). The ``exact_match`` metric a YAML
+    names is lmms-eval's, which does not normalise."""
+    answer = normalize_answer(prediction, rules)
+    return float(any(answer == normalize_answer(t, rules) for t in _targets(target)))
 
 
 @METRICS.register("exact_match")

@@ -30,7 +30,7 @@ from PIL import Image, ImageFile
 from vrp_bench.api.errors import UsageError, one_line
 from vrp_bench.api.filters import FilterPipeline, build_pipelines, strip_thinking
 from vrp_bench.api.instance import GenerationSettings, OptionScore, Request
-from vrp_bench.api.metrics import AGGREGATIONS, CHOICE_METRICS, METRICS, aggregate
+from vrp_bench.api.metrics import AGGREGATIONS, CHOICE_METRICS, METRICS, AnswerNormalization, aggregate
 from vrp_bench.api.registry import suggest
 from vrp_bench.api.yaml_dialect import FunctionRef
 
@@ -216,6 +216,12 @@ class TaskConfig:
         config.filter_pipelines()  # validates filter_list now
         return config
 
+    def answer_normalization(self) -> AnswerNormalization:
+        """How this task's answers are compared where VRP-Bench normalises them (self-consistency):
+        ``metadata.answer_normalization`` (``api.metrics.AnswerNormalization``), the defaults when absent."""
+        return AnswerNormalization.from_metadata(self.metadata.get("answer_normalization"),
+                                                 f"{self.yaml_path}: task {self.task!r}")
+
     def filter_pipelines(self) -> list[FilterPipeline]:
         """The answer-filter pipelines (``api.filters``), the primary one (whose metrics say correct) first;
         ``reasoning_tags`` / ``auto_strip_thinking`` put a strip-thinking step in front of each, as lmms-eval."""
@@ -336,6 +342,7 @@ class Task:
         self._process_results = _resolve(config.process_results)
         self._doc_to_boxes = _resolve(config.metadata.get("grounding_boxes"))
         self.filters = config.filter_pipelines()
+        self.answer_normalization = config.answer_normalization()
         self._dataset: Any = None
         self._fewshot_pool: Any = None
         self._fewshot_same_split = False

@@ -24,7 +24,7 @@ import numpy as np
 
 from vrp_bench.api.metrics import normalized_exact_match
 from vrp_bench.api.registry import Registry
-from vrp_bench.signals.consistency import majority_answer, sc_agreement, sc_entropy
+from vrp_bench.signals.consistency import majority_answer, sc_agreement, sc_entropy, unparsed_count
 from vrp_bench.signals.detachment import early_late_correlation, gaze_divergence_layers, jensen_shannon
 from vrp_bench.signals.generation import (
     first_token_margin,
@@ -417,29 +417,42 @@ def _truth_margin(i: SignalInputs) -> float:
 
 @register_signal("sc_answers", None, ("sc_answers",))
 def _sc_answers(i: SignalInputs) -> list[str]:
-    """The K sampled answers as generated."""
+    """The K sampled answers (or reasoning paths) as generated."""
     return [str(answer) for answer in i.traces.sc_answers]
+
+
+@register_signal("sc_extracted", None, ("sc_answers",))
+def _sc_extracted(i: SignalInputs) -> list[str | None]:
+    """Each sample's final answer as the task's filters extract it (null: none found)."""
+    return i.sc_final_answers
+
+
+@register_signal("sc_unparsed", None, ("sc_answers",))
+def _sc_unparsed(i: SignalInputs) -> int:
+    """How many samples had no extractable answer (left out of every sc_* signal below)."""
+    return unparsed_count(i.sc_final_answers)
 
 
 @register_signal("sc_agreement", 1, ("sc_answers",), probability=True, calibrated_against="sc_majority_correct")
 def _sc_agreement(i: SignalInputs) -> float:
-    """S_SC: share of the sampled answers equal (normalised) to the majority answer."""
-    return sc_agreement(i.traces.sc_answers)
+    """S_SC: share of the parsed sampled answers equal (normalised) to the majority answer."""
+    return sc_agreement(i.sc_final_answers, i.answer_normalization)
 
 
 @register_signal("sc_entropy", -1, ("sc_answers",))
 def _sc_entropy(i: SignalInputs) -> float:
-    """Entropy (nats) of the normalised sampled-answer distribution."""
-    return sc_entropy(i.traces.sc_answers)
+    """Entropy (nats) of the normalised parsed sampled-answer distribution."""
+    return sc_entropy(i.sc_final_answers, i.answer_normalization)
 
 
 @register_signal("sc_majority", None, ("sc_answers",))
 def _sc_majority(i: SignalInputs) -> str:
     """The normalised majority answer (the SC prediction; ties: first seen)."""
-    return majority_answer(i.traces.sc_answers)
+    return majority_answer(i.sc_final_answers, i.answer_normalization)
 
 
 @register_signal("sc_majority_correct", None, ("sc_answers", "target"), reference="target")
 def _sc_majority_correct(i: SignalInputs) -> bool:
-    """Whether the SC majority matches the target by normalised exact match."""
-    return normalized_exact_match(majority_answer(i.traces.sc_answers), i.target) == 1.0
+    """Whether the SC majority matches the target by normalised exact match (the task's rules)."""
+    rules = i.answer_normalization
+    return normalized_exact_match(majority_answer(i.sc_final_answers, rules), i.target, rules) == 1.0

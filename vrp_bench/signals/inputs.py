@@ -8,7 +8,7 @@ declares the fields it needs (``SignalSpec.needs``) and reads the shared quantit
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from vrp_bench.api.errors import UsageError
+from vrp_bench.api.metrics import AnswerNormalization
 from vrp_bench.api.traces import TRACE_FIELDS, Traces
 from vrp_bench.signals.detachment import pool_to_grid
 from vrp_bench.signals.grounding import box_weights
@@ -63,6 +64,11 @@ class SignalInputs:
     boxes: Sequence[Sequence[float]] | None = None
     target: str | Sequence[str] | None = None
     settings: SignalSettings = field(default_factory=SignalSettings)
+    extract_answer: Callable[[str], str | None] | None = None
+    """The task's final-answer extraction from one sampled response (``FilterPipeline.extract`` of its primary
+    filter pipeline: a reasoning path's answer; None when none is found); None: every sample is its own answer."""
+    answer_normalization: AnswerNormalization = field(default_factory=AnswerNormalization)
+    """How the task compares answers (``Task.answer_normalization``)."""
 
     @classmethod
     def of(cls, settings: SignalSettings = SignalSettings(), **fields: Any) -> SignalInputs:
@@ -79,6 +85,12 @@ class SignalInputs:
         return self.traces.present(name)
 
     # --- derived quantities, computed once per sample ----------------------------------------------
+
+    @cached_property
+    def sc_final_answers(self) -> list[str | None]:
+        """Each self-consistency sample's final answer (``extract_answer``; None: unparsed)."""
+        answers = [str(answer) for answer in self.traces.sc_answers]
+        return answers if self.extract_answer is None else [self.extract_answer(answer) for answer in answers]
 
     @cached_property
     def decoder_map(self) -> np.ndarray:

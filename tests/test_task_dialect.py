@@ -349,7 +349,9 @@ def test_include_lists_cycles_and_missing_files(tmp_path: Path) -> None:
     write(tmp_path / "a.yaml", "x: a\ny: a\n")
     write(tmp_path / "b.yaml", "y: b\nz: b\n")
     write(tmp_path / "task.yaml", "include: [a.yaml, b.yaml]\nz: task\n")
-    assert load_task_yaml(tmp_path / "task.yaml") == {"x": "a", "y": "b", "z": "task"}  # later include wins
+    assert load_task_yaml(tmp_path / "task.yaml") == {"x": "a", "y": "a", "z": "task"}  # the first include wins
+    lmms_utils = pytest.importorskip("lmms_eval.utils")
+    assert lmms_utils.load_yaml_config(str(tmp_path / "task.yaml"), mode="simple") == {"x": "a", "y": "a", "z": "task"}
     write(tmp_path / "loop1.yaml", "include: loop2.yaml\n")
     write(tmp_path / "loop2.yaml", "include: loop1.yaml\n")
     with pytest.raises(UsageError, match="include cycle"):
@@ -391,11 +393,14 @@ def test_all_runs_the_tasks_that_suit_the_model_and_naming_one_runs_it_anyway() 
     assert MODELS.get("tiny_llava").image_size == 64 and MODELS.get("llava").image_size is None
     tiny = vrp_bench.evaluate("tiny_llava", "vrp_shapes*", model_args={"sc_samples": 0, "capture": False}, limit=1)
     assert sorted(tiny.report["results"]) == sorted(n for n in index.tasks if n.startswith("vrp_shapes_")
-                                                    and "_336_" not in n)
+                                                    and "_336_" not in n and not n.endswith("_reasoning"))
+    skipped = tiny.report["skipped"]
     assert all("its images are 336 px; model tiny_llava suits 64 px" in reason
-               for reason in tiny.report["skipped"].values()) and len(tiny.report["skipped"]) == 7
+               for name, reason in skipped.items() if "_336_" in name) and len(skipped) == 7 + 6
+    assert all("a reasoning variant" in reason for name, reason in skipped.items() if name.endswith("_reasoning"))
     named = vrp_bench.evaluate("tiny_llava", "vrp_shapes_336_color", model_args={"sc_samples": 0, "capture": False},
                                limit=1)
     assert list(named.report["results"]) == ["vrp_shapes_336_color"]
     floor = vrp_bench.evaluate("constant", "vrp_shapes*", limit=1)  # suits any size
-    assert len(floor.report["results"]) == 14 and not floor.report["skipped"]
+    assert len(floor.report["results"]) == 14 and set(floor.report["skipped"]) == {
+        n for n in index.tasks if n.endswith("_reasoning")}  # variants run only when named

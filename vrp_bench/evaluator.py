@@ -164,8 +164,9 @@ def prepare_tasks(
     config: RunConfig, index: TaskIndex, image_size: int | None = None
 ) -> tuple[list[Task], dict[str, str], dict[str, list[str]]]:
     """Select, build and load the tasks; returns (tasks, skipped task -> reason, group -> tasks). Tasks reached
-    only through ``all`` or a wildcard are skipped when their data is not on this machine, or when they declare an
-    image size (``metadata: {image_size: N}``) other than the one the model suits (``image_size``: ``VLM.image_size``)."""
+    only through ``all`` or a wildcard are skipped when their data is not on this machine, when they declare an
+    image size (``metadata: {image_size: N}``) other than the one the model suits (``image_size``: ``VLM.image_size``),
+    or when they are a variant of another task (``metadata: {variant: reasoning}``)."""
     names, group_names, optional = index.select(config.tasks)
     tasks: list[Task] = []
     skipped: dict[str, str] = {}
@@ -180,6 +181,10 @@ def prepare_tasks(
             if name in optional and image_size is not None and isinstance(declared, int) and declared != image_size:
                 skipped[name] = (f"its images are {declared} px; model {config.model} suits {image_size} px (name "
                                  "the task to run it anyway)")
+                continue
+            variant = task.config.metadata.get("variant")
+            if name in optional and variant is not None:
+                skipped[name] = f"a {variant} variant of a task (name it, or its group, to run it)"
                 continue
             task.load()
         except UsageError as exc:

@@ -129,7 +129,7 @@ def parse_yaml_file(path: Path) -> dict[str, Any]:
 
 
 def load_task_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """Parse ``path`` and merge its ``include`` chain (later includes win; the file itself wins last)."""
+    """Parse ``path`` and merge its ``include`` chain (the first of a list wins; the file itself wins over all)."""
     path = path.resolve()
     if path in _seen:
         chain = " -> ".join(str(p) for p in (*_seen, path))
@@ -139,13 +139,14 @@ def load_task_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
 
 def merge_includes(config: dict[str, Any], path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """``config`` (written in the file ``path``: a whole file, or a task defined inline in a group) with its
-    ``include`` files merged under it: later includes win, ``config``'s own keys win last."""
+    ``include`` files merged under it: of a list, the first include wins (lmms-eval merges the list from its last entry
+    to its first), and ``config``'s own keys win over every include."""
     config = dict(config)
     includes = config.pop("include", None)
     if includes is None:
         return config
     merged: dict[str, Any] = {}
-    for include in [includes] if isinstance(includes, str) else list(includes):
+    for include in reversed([includes] if isinstance(includes, str) else list(includes)):
         include_path = Path(include)
         if not include_path.is_absolute():
             include_path = path.parent / include_path

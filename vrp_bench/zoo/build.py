@@ -38,6 +38,12 @@ PROMPT_WORDS = [
     "word",
     "or",
     "phrase",
+    "first",  # the reasoning post-prompt (WIP #17)
+    "say",
+    "then",
+    "as",
+    "x",
+    '"',
 ]
 
 

@@ -3,7 +3,8 @@
 The model sees exactly the prompts the vrp_shapes tasks send (the family's chat template around
 "<question>\\nAnswer the question using a single word or phrase."), and is trained with
 cross-entropy on the answer tokens only (the answer and the end-of-sequence token), on the question
-sets plus an auxiliary captioning task over the same scenes (``CAPTION``; see ``CURRICULUM``). The
+sets plus two auxiliary tasks over the same scenes: captioning (``CAPTION``) and the reasoning format of the
+vrp_shapes reasoning variants (``REASONING``; see ``CURRICULUM``). The
 result is saved with ``save_pretrained`` (safetensors, tokenizer and processor files) beside a
 MODEL_CARD.md recording the command, seed, data hash, steps, wall time and test accuracies.
 """
@@ -31,6 +32,12 @@ from vrp_bench.zoo.recipes import RECIPES, TinyRecipe
 
 POST_PROMPT = "\nAnswer the question using a single word or phrase."
 """The vrp_shapes tasks' default post-prompt (tasks/vrp_shapes/_default_template_yaml)."""
+REASONING_POST_PROMPT = "\nFirst say what is in the image, then answer the question as \"answer: X\"."
+"""The post-prompt of the vrp_shapes reasoning variants (tasks/vrp_shapes/_reasoning_template_yaml)."""
+REASONING = "reasoning"
+"""An auxiliary training task: every ``TRAINED_SETS`` question with ``REASONING_POST_PROMPT``, answered by the scene's
+caption, then " . answer : " and the answer (``reasoning_doc``): a short reasoning path whose final answer the
+reasoning variants' filter extracts, so self-consistency over reasoning paths runs on the embedded default."""
 CAPTION = "caption"
 """An auxiliary training task: name every object of the scene, left to right (``CAPTION_QUESTION``, answered
 by ``vrp_shapes.caption``). Like the captioning stage of real VLM training, it supervises many image-grounded
@@ -43,13 +50,15 @@ TRAIN_PER_SET = 2000
 TEST_PER_SET = 300
 CURRICULUM = (
     (0.25, {CAPTION: 1.0, "color": 1.0}),
-    (1.0, {**dict.fromkeys(TRAINED_SETS, 1.0), "count": 0.2, "spatial": 0.2, CAPTION: 1.0}),
+    (1.0, {**dict.fromkeys(TRAINED_SETS, 1.0), "count": 0.2, "spatial": 0.2, CAPTION: 1.0, REASONING: 0.5}),
 )
 """(end of the phase as a fraction of the steps, sampling weight of each question set).
 Captions and colours first teach the model to look at the image at all: on the question mixture alone
 it sticks to answer priors for hundreds of steps. Captions stay in the mixture (they supervise several
 grounded words per image, which speeds up learning every question type); counting and spatial relations,
-which these models barely learn in minutes (they stay near chance), get a fifth of the weight."""
+which these models barely learn in minutes (they stay near chance), get a fifth of the weight; the reasoning format
+gets half (on tiny Qwen2.5-VL, 540 steps: every format parsed on 96-100% of test questions, short-answer accuracy
+0.445 against 0.437 without it)."""
 DEFAULT_STEPS = 2000
 BATCH_SIZE = 32
 LEARNING_RATE = 2e-3
@@ -65,6 +74,11 @@ def data_hash(docs: list[dict]) -> str:
     return digest.hexdigest()
 
 
+def reasoning_doc(doc: dict) -> dict:
+    """``doc`` as a reasoning example: the caption of its scene, then its answer after "answer :"."""
+    return {**doc, "post_prompt": REASONING_POST_PROMPT, "answer": f"{caption(doc['objects'])} . answer : {doc['answer']}"}
+
+
 def caption_doc(doc: dict) -> dict:
     """The scene of ``doc`` as a captioning example: every object's colour and shape, left to right."""
     return {**doc, "question": CAPTION_QUESTION, "answer": caption(doc["objects"])}
@@ -74,6 +88,7 @@ def training_docs(seed: int, per_set: int = TRAIN_PER_SET) -> dict[str, list[dic
     """The train split of every ``TRAINED_SETS`` set, by set, plus ``CAPTION`` (every one of their scenes captioned)."""
     by_set = {name: generate_docs(name, split="train", n=per_set, seed=seed) for name in TRAINED_SETS}
     by_set[CAPTION] = [caption_doc(doc) for name in TRAINED_SETS for doc in by_set[name]]
+    by_set[REASONING] = [reasoning_doc(doc) for name in TRAINED_SETS for doc in by_set[name]]
     return by_set
 
 
@@ -94,7 +109,7 @@ def training_batch(
     Left padding puts every sample's answer at the end, so the labels are the last tokens.
     """
     tokenizer = processor.tokenizer
-    prompts = [adapter.build_prompt(processor, doc["question"] + POST_PROMPT, 1) for doc in docs]
+    prompts = [adapter.build_prompt(processor, doc["question"] + doc.get("post_prompt", POST_PROMPT), 1) for doc in docs]
     answers = [doc["answer"] for doc in docs]
     inputs = processor(
         images=[[doc["image"]] for doc in docs],
@@ -245,7 +260,8 @@ def model_card(facts: dict[str, Any]) -> str:
         "Recipe (vrp_bench/zoo/train.py): AdamW, batch 32, linear warm-up then cosine decay over `steps`;",
         "loss on the answer tokens only; a curriculum of colour questions and scene captions (an auxiliary",
         "task, not in test_accuracy: \"what is in the image ?\" -> every object's colour and shape, left to right)",
-        "first, then every question set with captions kept in the mix.",
+        "first, then every question set with captions kept in the mix, and the reasoning format (each question with",
+        "the reasoning variants' post-prompt -> its caption, then \". answer : X\"; not in test_accuracy).",
         "",
         "steps_run is below steps when the seconds cap stopped the run (the learning-rate schedule",
         "spans steps), which makes such a run depend on the machine's speed.",

@@ -39,6 +39,8 @@ FILTERS: Registry[Callable[..., FilterStep]] = Registry("filter")
 DEFAULT_FILTER = "none"
 """The pipeline of a task without ``filter_list``: take the first response."""
 
+FALLBACK = "[invalid]"
+"""What an extracting filter writes by default for a response it found no answer in (lmms-eval's)."""
 _UNICODE_PUNCTUATION = dict.fromkeys(i for i in range(sys.maxunicode) if unicodedata.category(chr(i)).startswith("P"))
 
 
@@ -78,7 +80,7 @@ def majority_vote() -> FilterStep:
 
 
 @FILTERS.register("regex")
-def regex(regex_pattern: str = r"#### (\-?[0-9\.\,]+)", group_select: int = 0, fallback: str = "[invalid]") -> FilterStep:
+def regex(regex_pattern: str = r"#### (\-?[0-9\.\,]+)", group_select: int = 0, fallback: str = FALLBACK) -> FilterStep:
     """Each response replaced by the ``group_select``-th match of ``regex_pattern`` (stripped), or ``fallback``."""
     pattern = re.compile(regex_pattern)
 
@@ -140,7 +142,7 @@ def strip_thinking(tag_pairs: Sequence[Sequence[str]] | None = None) -> FilterSt
 
 @FILTERS.register("multi_choice_regex")
 def multi_choice_regex(
-    regex_pattern: str = r"#### (\-?[0-9\.\,]+)", group_select: int = 0, fallback: str = "[invalid]",
+    regex_pattern: str = r"#### (\-?[0-9\.\,]+)", group_select: int = 0, fallback: str = FALLBACK,
     ignore_case: bool = False, ignore_punctuation: bool = False, regexes_to_ignore: Sequence[str] | None = None,
 ) -> FilterStep:
     """A letter answer "(A)", "(B)", ... for docs with a ``choices`` field: ``regex_pattern`` first; else the text
@@ -177,8 +179,7 @@ def multi_choice_regex(
 
 
 EXTRACTING_FILTERS = ("regex", "multi_choice_regex")
-"""Filters that extract an answer from a response and write their ``fallback`` (default "[invalid]") when none is
-found."""
+"""Filters that extract an answer from a response and write their ``fallback`` (``FALLBACK``) when none is found."""
 
 
 @dataclass
@@ -222,7 +223,7 @@ def build_pipelines(raw: Any, where: str) -> list[FilterPipeline]:
             raise UsageError(f"{where}: every filter_list entry needs a 'name' and a 'filter' list of steps, got {entry!r}")
         if any(p.name == entry["name"] for p in pipelines):
             raise UsageError(f"{where}: filter_list names {entry['name']!r} twice")
-        fallbacks = frozenset(str(step.get("fallback", "[invalid]")) for step in entry["filter"]
+        fallbacks = frozenset(str(step.get("fallback", FALLBACK)) for step in entry["filter"]
                               if isinstance(step, dict) and step.get("function") in EXTRACTING_FILTERS)
         pipelines.append(FilterPipeline(entry["name"], [_build_step(step, where) for step in entry["filter"]], fallbacks))
     return pipelines

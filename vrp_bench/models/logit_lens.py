@@ -85,15 +85,18 @@ def margin_attribution(
     def normed(x: torch.Tensor) -> torch.Tensor:
         return norm(x).float()
 
-    margin_in = _best_target_and_rival(normed(h_in) @ weight.T + bias, target_ids)[0]
-    _, target, rival = _best_target_and_rival(normed(h_out) @ weight.T + bias, target_ids)
+    # h_{l+1} is layer l + 1's input, so the L + 1 states h_0 .. h_L need one lens pass: M(h_l) from the first L, the
+    # target and rival tokens from the last L
+    states = normed(torch.cat([h_in, h_out[-1:]]))
+    margins, targets, rivals = _best_target_and_rival(states @ weight.T + bias, target_ids)
+    margin_in, target, rival = margins[:-1], targets[1:], rivals[1:]
     direction = weight[target] - weight[rival]  # [L, hidden]
     scale_out = rms(h_out)
 
     def projected(write: torch.Tensor) -> torch.Tensor:  # d . (g * write) / r(h_out), with g * write = N(write) r(write)
         return (direction * normed(write) * (rms(write) / scale_out)[:, None]).sum(-1)
 
-    lens_in = (direction * normed(h_in)).sum(-1)  # q_l
+    lens_in = (direction * states[:-1]).sum(-1)  # q_l
     unattributed = lens_in * (rms(h_in) / scale_out - 1) + (lens_in + bias[target] - bias[rival] - margin_in)
     return {
         "attention": projected(h_mid - h_in).tolist(),

@@ -165,20 +165,14 @@ def mechanisms_table(report: dict[str, Any]) -> list[Block]:
     if not section:
         return []
     attribution, forcing = section["margin_attribution"], section["forcing"]
-    per_layer = {row["layer"]: row for row in attribution.get("per_layer") or []}
-    profiles = {position: entry.get("mean_profile") or [] for position, entry in forcing.items()}
-    n_layers = max([len(per_layer), *(len(profile) for profile in profiles.values())])
+    per_layer = attribution.get("per_layer") or []
+    columns = [*([row[block] for row in per_layer] for block in ("attention", "mlp", "unattributed")),
+               *((forcing[position].get("mean_profile") or []) for position in ("image", "last"))]
+    n_layers = max(len(column) for column in columns)
     if not n_layers:
         return [f"mechanisms: {attribution['reason']}"]
-
-    def cell(values: list[float] | dict[int, Any], layer: int, key: str | None = None) -> str:
-        value = (values.get(layer) or {}).get(key) if isinstance(values, dict) else \
-            (values[layer] if layer < len(values) else None)
-        return _number(value)
-
-    rows = [[layer, cell(per_layer, layer, "attention"), cell(per_layer, layer, "mlp"),
-             cell(per_layer, layer, "unattributed"), cell(profiles.get("image", []), layer),
-             cell(profiles.get("last", []), layer)] for layer in range(n_layers)]
+    rows = [[layer, *(_number(column[layer] if layer < len(column) else None) for column in columns)]
+            for layer in range(n_layers)]
     lines: list[Block] = [
         "", "Mechanisms per decoder layer (means over all scored samples; the truth margin reads the reference answer: "
             "descriptive, never ranked):",

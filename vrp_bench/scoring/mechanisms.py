@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import reduce
 from typing import Any
 
 import numpy as np
@@ -29,43 +30,45 @@ from vrp_bench.signals.residual import forcing_layer, late_window, peak_layer
 FORCING_PROFILES = {"image": "residual_update_image_layers", "last": "residual_update_last_layers"}
 
 
-def ratio_of_sums(numerator: np.ndarray, denominator: np.ndarray, tasks: np.ndarray,
-                  settings: ScoringSettings) -> dict[str, Any]:
+def ratio_of_sums(numerator: np.ndarray, denominator: np.ndarray, tasks: np.ndarray, settings: ScoringSettings,
+                  undefined: str = "the denominator sums to <= 0") -> dict[str, Any]:
     """sum(numerator) / sum(denominator) over samples, with a percentile bootstrap CI over samples (stratified by
-    ``tasks``); undefined (None, a resample NaN) where the denominator's sum is <= 0."""
+    ``tasks``); None with the reason ``undefined`` (a resample: NaN) where the denominator's sum is <= 0."""
     if len(numerator) == 0:
         return {"value": None, "ci": None, "n": 0, "reason": "no samples"}
+    total = float(denominator.sum())
+    if total <= 0:
+        return {"value": None, "ci": None, "n": int(len(numerator)), "reason": undefined}
     weights = resample_weights(len(numerator), settings.n_resamples, settings.seed, strata=tasks)
     tops, bottoms = weights @ numerator, weights @ denominator
-    replicates = np.where(bottoms > 0, tops / np.where(bottoms > 0, bottoms, 1.0), np.nan)
-    total = float(denominator.sum())
-    ci = percentile_ci(replicates, settings.options().confidence)
-    reason = ci.reason if total > 0 else "the blocks' summed contribution is not a growth (<= 0)"
-    return {"value": float(numerator.sum()) / total if total > 0 else None, "ci": ci.interval if total > 0 else None,
-            "n": int(len(numerator)), "reason": reason}
+    ci = percentile_ci(np.where(bottoms > 0, tops / np.where(bottoms > 0, bottoms, 1.0), np.nan),
+                       settings.options().confidence)
+    return {"value": float(numerator.sum()) / total, "ci": ci.interval, "n": int(len(numerator)), "reason": ci.reason}
+
+
+ATTRIBUTION = ("margin_attention_layers", "margin_mlp_layers", "margin_unattributed_layers")
 
 
 def margin_attribution(records: Sequence[dict[str, Any]], tasks: Sequence[str],
                        settings: ScoringSettings) -> dict[str, Any]:
-    """The ``margin_attribution`` entry (module docstring)."""
-    attention, mlp = per_layer_table(records, "margin_attention_layers"), per_layer_table(records, "margin_mlp_layers")
-    if attention is None or mlp is None:
+    """The ``margin_attribution`` entry (module docstring), over the samples that have all of ``ATTRIBUTION``."""
+    tables = [per_layer_table(records, name) for name in ATTRIBUTION]
+    if any(table is None for table in tables):
         return {"reason": "no sample has the truth margin's block contributions (they need the reference answer's "
                           "first token and a model that captures the residual stream)"}
-    kept = np.intersect1d(attention[0], mlp[0])
-    attention_values = attention[1][np.searchsorted(attention[0], kept)]
-    mlp_values = mlp[1][np.searchsorted(mlp[0], kept)]
-    unattributed = per_layer_table(records, "margin_unattributed_layers")
+    kept = reduce(np.intersect1d, [usable for usable, _ in tables])
+    attention_values, mlp_values, unattributed_values = (values[np.searchsorted(usable, kept)]
+                                                         for usable, values in tables)
     correct = correctness(records)[kept].astype(bool)
     strata = np.asarray(tasks)[kept]
     grown = attention_values.sum(1) + mlp_values.sum(1)
 
     def share(mask: np.ndarray) -> dict[str, Any]:
-        return ratio_of_sums(mlp_values.sum(1)[mask], grown[mask], strata[mask], settings)
+        return ratio_of_sums(mlp_values.sum(1)[mask], grown[mask], strata[mask], settings,
+                             undefined="the blocks' summed contribution is not a growth (<= 0)")
 
     per_layer = [{"layer": layer, "attention": float(attention_values[:, layer].mean()),
-                  "mlp": float(mlp_values[:, layer].mean()),
-                  "unattributed": None if unattributed is None else float(unattributed[1][:, layer].mean())}
+                  "mlp": float(mlp_values[:, layer].mean()), "unattributed": float(unattributed_values[:, layer].mean())}
                  for layer in range(attention_values.shape[1])]
     return {
         "n": int(len(kept)),

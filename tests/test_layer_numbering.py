@@ -55,7 +55,6 @@ def test_ablating_layer_i_changes_hidden_state_i_and_nothing_before_it(tiny):  #
 
     class Wrapped(HFVLM):  # the backend's unit_site, on the random tiny model
         adapter_class = type(adapter)
-        default_pretrained = ""
 
         def __init__(self) -> None:
             self.model, self.adapter = model, adapter

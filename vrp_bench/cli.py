@@ -235,22 +235,33 @@ def ablate_command(**options: Any) -> None:
 
 def _run(options: dict[str, Any], ablation_settings: AblationSettings | None) -> None:
     """The run (and, with ``ablation_settings``, the ablation sweep): ``vrp_bench.run.evaluate`` with the flags."""
-    from tqdm import tqdm
+    from vrp_bench.api.arguments import parse_key_values
+    from vrp_bench.api.task_index import TaskIndex
+    from vrp_bench.builtins import check_builtin_model
 
-    from vrp_bench.report.console import summary_table
-    from vrp_bench.run import evaluate, parse_dataset_paths, parse_key_values
-    from vrp_bench.scoring.settings import ScoringSettings
-
-    _configure_logging(options["verbosity"])
+    _configure_logging(options["verbosity"], quiet_libraries=False)
     if options["tasks"].strip() == "list":
-        from vrp_bench.api.task_index import TaskIndex
-
         click.echo(_tasks_table(TaskIndex(options["include_paths"])))
         return
     for flag in ("log_samples", "save_traces", "plots"):
         if options[flag] and options["output_path"] is None:
             raise UsageError(f"--{flag} needs --output_path (where to write the per-sample files)")
+    # names and the checkpoint first, before torch and transformers are imported (seconds): a typo is reported at once
+    logging.disable(logging.WARNING)  # the run indexes the tasks again and warns then
+    try:
+        TaskIndex(options["include_paths"]).select(options["tasks"])
+    finally:
+        logging.disable(logging.NOTSET)
     model_args = parse_key_values(options["model_args"], "--model_args")
+    check_builtin_model(options["model"], model_args)
+    _configure_logging(options["verbosity"])
+
+    from tqdm import tqdm
+
+    from vrp_bench.report.console import summary_table
+    from vrp_bench.run import evaluate, parse_dataset_paths
+    from vrp_bench.scoring.settings import ScoringSettings
+
     if options["sc_samples"] is not None:
         model_args["sc_samples"] = options["sc_samples"]
 
@@ -547,17 +558,19 @@ def zoo_group() -> None:
 @zoo_group.command("train")
 @click.option("--family", required=True, help="Model family with a tiny recipe (llava, paligemma, qwen2_vl, qwen2_5_vl).")
 @click.option("--output", type=click.Path(path_type=Path), default=None,
-              help="Checkpoint folder (default: the shipped vrp_bench/zoo/checkpoints/<family>).")
-@click.option("--steps", type=click.IntRange(min=1), default=None, help="Optimiser steps (default 2000).")
+              help="Checkpoint folder [default: ./tiny_<family>, which must not exist yet; the shipped checkpoint "
+                   "changes only when named here].")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Optimiser steps [default: the shipped checkpoint's, so that the command reproduces it].")
 @click.option("--seconds", type=click.FloatRange(min=1), default=None, help="Stop after this many seconds.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--evaluate/--no-evaluate", default=True, show_default=True,
               help="Measure test and blank-image accuracy for the model card.")
 def zoo_train(family: str, output: Path | None, steps: int | None, seconds: float | None, seed: int,
               evaluate: bool) -> None:
-    """Train a tiny model of FAMILY on the vrp_shapes train split (CPU, seeded) and save it with its card."""
+    """Train a tiny model of FAMILY on the vrp_shapes train split (CPU, seeded) and save it with its card; with the
+    defaults, it is the shipped checkpoint again."""
     from vrp_bench.api.registry import suggest
-    from vrp_bench.zoo import CHECKPOINTS
     from vrp_bench.zoo.recipes import RECIPES
     from vrp_bench.zoo.train import train_family
 
@@ -565,9 +578,12 @@ def zoo_train(family: str, output: Path | None, steps: int | None, seconds: floa
     if family not in RECIPES:
         raise UsageError(f"no tiny recipe for family {family!r}{suggest(family, list(RECIPES))}; "
                          f"known: {', '.join(RECIPES)}")
-    card = train_family(family, output or CHECKPOINTS / family, steps=steps, seconds=seconds, seed=seed,
-                        evaluate_test=evaluate)
-    click.echo(f"trained {family}: test accuracy {card.get('test_accuracy')} (card in {output or CHECKPOINTS / family})")
+    if output is None:
+        output = Path(f"tiny_{family}")
+        if output.exists():
+            raise UsageError(f"{output} already exists; remove it or give another folder with --output")
+    card = train_family(family, output, steps=steps, seconds=seconds, seed=seed, evaluate_test=evaluate)
+    click.echo(f"trained {family}: test accuracy {card.get('test_accuracy')} (checkpoint and card in {output})")
 
 
 @cli.group("shapes")
@@ -634,11 +650,14 @@ def signals_command() -> None:
                         tablefmt="github"))
 
 
-def _configure_logging(verbosity: str) -> None:
+def _configure_logging(verbosity: str, quiet_libraries: bool = True) -> None:
+    """Log at ``verbosity`` (DEBUG also prints tracebacks); unless DEBUG, and when ``quiet_libraries`` (it imports
+    them), turn off the progress bars and info messages of datasets and transformers."""
     global _show_tracebacks
     _show_tracebacks = verbosity.upper() == "DEBUG"
     logging.basicConfig(level=verbosity.upper(), format="%(levelname)s %(name)s: %(message)s")
-    if not _show_tracebacks:
+    logging.getLogger("numexpr").setLevel(logging.WARNING)  # its import says how many threads it takes, at INFO
+    if quiet_libraries and not _show_tracebacks:
         import datasets
 
         import transformers

@@ -21,7 +21,7 @@ import numpy as np
 from vrp_bench.api.errors import RunError, UsageError
 from vrp_bench.api.instance import Request, Response, doc_hash
 from vrp_bench.api.model import MODELS, VLM
-from vrp_bench.api.task import DocError, Task
+from vrp_bench.api.task import DocError, Task, generation_settings
 from vrp_bench.api.task_index import TaskIndex
 from vrp_bench.api.traces import HiddenPosition, Traces
 from vrp_bench.signals.compute import SampleSignals, compute_signals
@@ -251,6 +251,7 @@ def evaluate(
     process answers only its share of each task's batches and the first process gathers them; every other
     process gets None.
     """
+    generation_settings(config.gen_kwargs, "--gen_kwargs")
     if model is None:
         model_class = MODELS.get(config.model)
         model_class.check_args(config.model_args)

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vrp_bench import evaluator
+from vrp_bench.api.arguments import parse_key_values
 from vrp_bench.api.errors import UsageError
-from vrp_bench.api.files import content_hash, write_files_atomically
+from vrp_bench.api.files import content_hash, removed_if_left_empty, write_files_atomically
 from vrp_bench.api.model import VLM
 from vrp_bench.api.task_index import TaskIndex
 from vrp_bench.api.traces import LAST_PROMPT
@@ -168,53 +169,54 @@ def evaluate(
 
             check_ablatable(vlm, ablation)
 
-    run = evaluator.evaluate(
-        config,
-        TaskIndex(config.include_paths, config.dataset_paths),
-        before_model=(lambda: check_writable(files.folder)) if files is not None else (lambda: None),
-        progress=progress("docs") if progress is not None else None,
-        check_model=check_model,
-        model=None if isinstance(model, str) else model,
-        make_cache=lambda vlm: SampleCache.for_model(cache_folder, vlm),
-        shards=shards,
-    )
-    if shards is not None:
-        shards.close()
-    if run is None:  # a data-parallel process other than the first: its records went to the first
-        return None
-    samples = sample_logs(run)
-    metadata = {name: task_result.task.config.metadata for name, task_result in run.results.items()}
-    sections, probe_fits = score_sections(samples, trace_arrays(run), scoring, metadata)
-    ablation_run, ablation_section = None, None
-    if ablation is not None:
-        from vrp_bench.interventions import ablation_section as build_ablation_section
-        from vrp_bench.interventions.runner import run_ablation
+    with removed_if_left_empty([folder for folder in (files.folder if files else None, cache_folder) if folder]):
+        run = evaluator.evaluate(
+            config,
+            TaskIndex(config.include_paths, config.dataset_paths),
+            before_model=(lambda: check_writable(files.folder)) if files is not None else (lambda: None),
+            progress=progress("docs") if progress is not None else None,
+            check_model=check_model,
+            model=None if isinstance(model, str) else model,
+            make_cache=lambda vlm: SampleCache.for_model(cache_folder, vlm),
+            shards=shards,
+        )
+        if shards is not None:
+            shards.close()
+        if run is None:  # a data-parallel process other than the first: its records went to the first
+            return None
+        samples = sample_logs(run)
+        metadata = {name: task_result.task.config.metadata for name, task_result in run.results.items()}
+        sections, probe_fits = score_sections(samples, trace_arrays(run), scoring, metadata)
+        ablation_run, ablation_section = None, None
+        if ablation is not None:
+            from vrp_bench.interventions import ablation_section as build_ablation_section
+            from vrp_bench.interventions.runner import run_ablation
 
-        ablation_run = run_ablation(run, sections, ablation, probe_fits.get(LAST_PROMPT),
-                                    progress=progress("ablation") if progress is not None else None)
-        ablation_section = build_ablation_section(samples, ablation_run.records, ablation_run.context(), scoring)
-    contents: dict[Path, str | bytes] = {}  # written beside the report, which records their hashes
-    if files is not None:
-        if log_samples:
-            contents.update({files.samples(task): jsonl_text(records) for task, records in samples.items()})
-            if ablation_run is not None:
-                contents.update({files.ablation(task): jsonl_text(records)
-                                 for task, records in ablation_run.records.items()})
-        if save_traces:
-            for task, task_result in run.results.items():
-                traces = traces_npz(task_result)
-                if traces is not None:
-                    contents[files.traces(task)] = traces
-        for position, fits in probe_fits.items():
-            contents.update(probe_files(fits, files.probes(position)))
-    if command_line is None:
-        command_line = _python_call(model, config.tasks, given)
-    hashes = {path.name: content_hash(content) for path, content in contents.items()}
-    report = build_report(run, command_line, started, sections, scoring, hashes, ablation_section)
-    require_valid(report)
-    if files is not None:
-        contents[files.results] = json_text(report)
-        write_files_atomically(contents)
+            ablation_run = run_ablation(run, sections, ablation, probe_fits.get(LAST_PROMPT),
+                                        progress=progress("ablation") if progress is not None else None)
+            ablation_section = build_ablation_section(samples, ablation_run.records, ablation_run.context(), scoring)
+        contents: dict[Path, str | bytes] = {}  # written beside the report, which records their hashes
+        if files is not None:
+            if log_samples:
+                contents.update({files.samples(task): jsonl_text(records) for task, records in samples.items()})
+                if ablation_run is not None:
+                    contents.update({files.ablation(task): jsonl_text(records)
+                                     for task, records in ablation_run.records.items()})
+            if save_traces:
+                for task, task_result in run.results.items():
+                    traces = traces_npz(task_result)
+                    if traces is not None:
+                        contents[files.traces(task)] = traces
+            for position, fits in probe_fits.items():
+                contents.update(probe_files(fits, files.probes(position)))
+        if command_line is None:
+            command_line = _python_call(model, config.tasks, given)
+        hashes = {path.name: content_hash(content) for path, content in contents.items()}
+        report = build_report(run, command_line, started, sections, scoring, hashes, ablation_section)
+        require_valid(report)
+        if files is not None:
+            contents[files.results] = json_text(report)
+            write_files_atomically(contents)
     return Evaluation(run, samples, sections, probe_fits, ablation_run, report, files, list(contents))
 
 
@@ -247,28 +249,3 @@ def dataset_path_overrides_from_env() -> dict[str, str]:
 
     text = os.environ.get(DATASET_PATH_OVERRIDE_ENV, "")
     return parse_dataset_paths([part for part in text.split(",") if part.strip()], DATASET_PATH_OVERRIDE_ENV)
-
-
-def parse_key_values(text: str, flag: str) -> dict[str, Any]:
-    """Parse ``k=v,k=v`` as lmms-eval does: true/false -> bool, numbers -> int/float, else str."""
-    values: dict[str, Any] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise UsageError(f"{flag}: expected key=value pairs separated by commas, got {item!r}")
-        if key in values:
-            raise UsageError(f"{flag}: {key!r} is given twice")
-        values[key] = _coerce(raw.strip())
-    return values
-
-
-def _coerce(raw: str) -> Any:
-    if raw.lower() in ("true", "false"):
-        return raw.lower() == "true"
-    for kind in (int, float):
-        try:
-            return kind(raw)
-        except ValueError:
-            pass
-    return raw

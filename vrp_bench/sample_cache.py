@@ -22,8 +22,6 @@ import hashlib
 import io
 import json
 import logging
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ import numpy as np
 
 import vrp_bench
 from vrp_bench.api.errors import UsageError
+from vrp_bench.api.files import write_files_atomically
 from vrp_bench.api.instance import Request
 from vrp_bench.api.model import VLM
 from vrp_bench.api.task import Task
@@ -115,18 +114,7 @@ class SampleCache:
         """Keep a finished record (a failed one is not kept), atomically."""
         if record.error is not None:
             return
-        path = self._path(key)
-        path.parent.mkdir(exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:8]}-", suffix=".tmp")
-        try:
-            with os.fdopen(descriptor, "wb") as handle:
-                handle.write(_encode(record, key))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_files_atomically({self._path(key): _encode(record, key)})
         self.stored += 1
 
     def summary(self) -> str:

@@ -6,6 +6,7 @@ half-written report, sample log, probe or dataset file behind.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -21,10 +22,15 @@ def _temporary_sibling(path: Path) -> tuple[int, str]:
     it (mkstemp makes it private: 0600), so the file it becomes is as readable as any other the user writes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(name, 0o666 & ~umask)
+    os.chmod(name, 0o666 & ~current_umask())
     return handle, name
+
+
+def current_umask() -> int:
+    """The process's umask (the permission bits a new file or folder does not get)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @contextmanager
@@ -62,6 +68,8 @@ def write_files_atomically(files: dict[Path, str | bytes]) -> None:
             staged.append((Path(temporary), path))
             with os.fdopen(handle, "wb") as stream:
                 stream.write(_encoded(content))
+                stream.flush()
+                os.fsync(stream.fileno())  # on disk before the rename: a crash leaves the old file or the new one
         for temporary, path in staged:
             os.replace(temporary, path)
     except OSError as exc:
@@ -69,3 +77,25 @@ def write_files_atomically(files: dict[Path, str | bytes]) -> None:
     finally:
         for temporary, _ in staged:
             temporary.unlink(missing_ok=True)
+
+
+@contextmanager
+def removed_if_left_empty(folders: list[Path]) -> Iterator[None]:
+    """Run the block; if it fails (or is interrupted), remove every folder it created among ``folders`` and their
+    parents, and their subfolders, that it left empty: a failed run leaves no empty output folder behind (a folder
+    that holds something, such as finished samples in a cache, stays)."""
+    created: list[Path] = []
+    for folder in folders:
+        path = Path(folder).absolute()
+        while not path.exists() and path not in created:
+            created.append(path)
+            path = path.parent
+    try:
+        yield
+    except BaseException:
+        for path in sorted(created, key=lambda p: len(p.parts), reverse=True):
+            if path.is_dir():
+                for root, _, _ in sorted(os.walk(path), key=lambda entry: len(Path(entry[0]).parts), reverse=True):
+                    with contextlib.suppress(OSError):  # not empty: it stays
+                        Path(root).rmdir()
+        raise

@@ -56,9 +56,13 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            hint = suggest(name, list(self._entries))
-            where = f"run `{self.listing}` to list them" if self.listing else f"known: {', '.join(self) or 'none'}"
-            raise UsageError(f"unknown {self.kind} {name!r}{hint}; {where}") from None
+            raise self.unknown(name, list(self._entries)) from None
+
+    def unknown(self, name: str, known: list[str]) -> UsageError:
+        """The error for ``name``, which is none of ``known`` (the names it is suggested from)."""
+        hint = suggest(name, known)
+        where = f"run `{self.listing}` to list them" if self.listing else f"known: {', '.join(sorted(known)) or 'none'}"
+        return UsageError(f"unknown {self.kind} {name!r}{hint}; {where}")
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import random
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -51,6 +52,8 @@ LMMS_EVAL_DATASET_KEYS = frozenset(
      "create_link", "max_retries", "num_proc", "load_from_disk"}
 )
 """``dataset_kwargs`` keys lmms-eval itself acts on (downloads, video archives): never passed to ``load_dataset``."""
+_NAME_LIKE = re.compile(r"[A-Za-z_][\w.\-]*")
+"""A doc_to_text / doc_to_target literal that looks like a column or function name, most likely a typo of one."""
 GENERATION_KEYS = frozenset(f.name for f in fields(GenerationSettings))
 
 _jinja = jinja2.sandbox.SandboxedEnvironment(undefined=jinja2.StrictUndefined)
@@ -242,24 +245,32 @@ class TaskConfig:
 
     def generation_settings(self, overrides: dict[str, Any]) -> GenerationSettings:
         """This task's ``generation_kwargs`` with ``--gen_kwargs`` overrides applied on top."""
-        merged = {**self.generation_kwargs, **overrides}
-        bad = [k for k in merged if k not in GENERATION_KEYS]
-        if bad:
-            raise UsageError(
-                f"{self.yaml_path}: task {self.task!r}: unknown generation_kwargs key {bad[0]!r}"
-                f"{suggest(bad[0], sorted(GENERATION_KEYS))}; known: {', '.join(sorted(GENERATION_KEYS))}"
-            )
-        until = merged.get("until") or ()
-        merged["until"] = (until,) if isinstance(until, str) else tuple(until)
-        try:
-            settings = GenerationSettings(**merged)
-            for name, kind in (("max_new_tokens", int), ("temperature", float), ("top_p", float), ("num_beams", int)):
-                value = getattr(settings, name)
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                    raise ValueError(f"{name} must be a non-negative {kind.__name__}, got {value!r}")
-        except (TypeError, ValueError) as exc:
-            raise UsageError(f"{self.yaml_path}: task {self.task!r}: bad generation_kwargs: {exc}") from None
-        return settings
+        generation_settings(overrides, "--gen_kwargs")  # a bad override is the command line's, not the YAML's
+        return generation_settings({**self.generation_kwargs, **overrides}, f"{self.yaml_path}: task {self.task!r}")
+
+
+def generation_settings(kwargs: dict[str, Any], where: str) -> GenerationSettings:
+    """``GenerationSettings`` from lmms-eval ``generation_kwargs``; an unknown key or a bad value is a one-line
+    ``UsageError`` that starts with ``where`` (the YAML file and task, or "--gen_kwargs")."""
+    bad = [k for k in kwargs if k not in GENERATION_KEYS]
+    if bad:
+        known = sorted(GENERATION_KEYS)
+        raise UsageError(f"{where}: unknown generation_kwargs key {bad[0]!r}{suggest(bad[0], known)}; "
+                         f"known: {', '.join(known)}")
+    merged = dict(kwargs)
+    until = merged.get("until") or ()
+    merged["until"] = (until,) if isinstance(until, str) else tuple(until)
+    try:
+        settings = GenerationSettings(**merged)
+        for name, kind, smallest in (("max_new_tokens", int, 1), ("num_beams", int, 1), ("temperature", float, 0),
+                                     ("top_p", float, 0)):
+            value = getattr(settings, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < smallest:
+                raise ValueError(f"{name} must be {'a positive' if smallest else 'a non-negative'} {kind.__name__}, "
+                                 f"got {value!r}")
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{where}: bad generation_kwargs: {exc}") from None
+    return settings
 
 
 METRIC_ENTRY_KEYS = ("metric", "aggregation", "higher_is_better")
@@ -405,11 +416,15 @@ class Task:
                 continue
             if key == "doc_to_visual":
                 raise UsageError(f"task {self.name!r}: doc_to_visual names column {value!r}, but the dataset has {sorted(columns)}")
-            missing = jinja2.meta.find_undeclared_variables(_jinja.parse(value)) - columns
-            if missing:
-                raise UsageError(
-                    f"task {self.name!r}: {key} uses field {sorted(missing)[0]!r}, but the dataset has {sorted(columns)}"
-                )
+            variables = jinja2.meta.find_undeclared_variables(_jinja.parse(value))
+            if variables - columns:
+                raise UsageError(f"task {self.name!r}: {key} uses field {sorted(variables - columns)[0]!r}, but the "
+                                 f"dataset has {sorted(columns)}")
+            if not variables and _NAME_LIKE.fullmatch(value):
+                log.warning("task %r: %s %r names no column%s and is no template, so every doc gets the literal "
+                            "text %r (columns: %s); if that is meant, write it as a template: \"{{ '%s' }}\"",
+                            self.name, key, value, suggest(value, sorted(columns)), value,
+                            ", ".join(sorted(columns)), value)
 
     def __len__(self) -> int:
         return len(self._dataset)

@@ -33,6 +33,7 @@ from vrp_bench.api.errors import UsageError
 from vrp_bench.api.instance import GenerationSettings, OptionScore, Request, Response
 from vrp_bench.api.interventions import ImageTokenLayout, Intervenable, UnitSite, UnitSpace
 from vrp_bench.api.model import VLM, register_model
+from vrp_bench.checkpoint_location import STUDY_CHECKPOINTS, locate
 from vrp_bench.models.answers import answer_text
 from vrp_bench.models.families import FAMILIES, FamilyAdapter
 from vrp_bench.models.instrumented import instrumented_generate
@@ -90,11 +91,14 @@ def fingerprint(model: torch.nn.Module) -> str:
 
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+"""``device_map`` values that are accelerate's placement strategies, not a device."""
 
 
-def resolve_device(name: str | None) -> torch.device:
+def resolve_device(name: str | None, spelled: str = "--device ") -> torch.device:
     """``--device`` as a torch device: None / "auto" -> the first of cuda, mps, cpu that this machine has; "cpu",
-    "cuda", "cuda:N", "mps" as named. A device this machine does not have is a one-line UsageError."""
+    "cuda", "cuda:N", "mps" as named. A device this machine does not have is a one-line UsageError (naming the
+    option as ``spelled``: "--device ", or "device_map=" for a model arg)."""
     if name is None or name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -103,17 +107,17 @@ def resolve_device(name: str | None) -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
-        raise UsageError(f"--device {name!r} is not a device; use one of {', '.join(DEVICES)}") from None
+        raise UsageError(f"{spelled}{name!r} is not a device; use one of {', '.join(DEVICES)}") from None
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0 or (device.index or 0) >= count:
-            raise UsageError(f"--device {name}: this machine has {count} CUDA device(s); use --device cpu or auto")
+            raise UsageError(f"{spelled}{name}: this machine has {count} CUDA device(s); use {spelled}cpu or auto")
     elif device.type == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
-            raise UsageError(f"--device {name}: MPS (Apple GPU) is not available here; use --device cpu or auto")
+            raise UsageError(f"{spelled}{name}: MPS (Apple GPU) is not available here; use {spelled}cpu or auto")
     elif device.type != "cpu":
-        raise UsageError(f"--device {name!r}: VRP-Bench runs on {', '.join(DEVICES)}")
+        raise UsageError(f"{spelled}{name!r}: VRP-Bench runs on {', '.join(DEVICES)}")
     return device
 
 
@@ -151,7 +155,7 @@ class HFVLM(VLM, Intervenable):
             raise UsageError(f"model {self.name!r}: dtype={dtype!r} is not one of {', '.join(DTYPES)}")
         self.pretrained = str(pretrained or self.default_pretrained)
         self.revision = revision
-        hub = {"revision": revision, "trust_remote_code": trust_remote_code}
+        hub = {"revision": revision, "trust_remote_code": trust_remote_code, **locate(self.pretrained, revision)}
         config = self._load(AutoConfig.from_pretrained, **hub)
         family = self.adapter_class.family
         if config.model_type != family:
@@ -187,6 +191,16 @@ class HFVLM(VLM, Intervenable):
                 f"cannot load model {self.pretrained!r}: {reason} "
                 f"(download it and pass --model_args pretrained=/path/to/local/dir)"
             ) from error
+
+    @classmethod
+    def check_args(cls, model_args: dict[str, Any]) -> None:
+        """Also: the checkpoint can be had (``checkpoint_location.locate``) and a ``device_map`` that names a device
+        names one this machine has."""
+        super().check_args(model_args)
+        device_map = model_args.get("device_map")
+        if isinstance(device_map, str) and device_map not in DEVICE_MAP_STRATEGIES:
+            resolve_device(device_map, spelled="device_map=")
+        locate(str(model_args.get("pretrained") or cls.default_pretrained), model_args.get("revision"))
 
     @classmethod
     def check_device(cls, device: str | None) -> None:
@@ -431,9 +445,8 @@ def register_hf_model(
 
 
 for _family, _adapter in FAMILIES.items():
-    register_hf_model(
-        _family, _adapter, _adapter.default_pretrained, f"transformers {_family}; default {_adapter.default_pretrained}"
-    )
+    _checkpoint = STUDY_CHECKPOINTS[_family]
+    register_hf_model(_family, _adapter, _checkpoint, f"transformers {_family}; default {_checkpoint}")
 
 
 def _out_of_memory(error: RuntimeError) -> bool:

@@ -49,6 +49,7 @@ from vrp_bench.report.results import samples_entry
 from vrp_bench.report.run_files import RESULTS_SUFFIX, RunFiles
 from vrp_bench.report.saved_run import RecomputedScores, SavedRun, load_run, read_report
 from vrp_bench.report.schema import SCHEMA_ID
+from vrp_bench.report.writer import jsonl_lines
 from vrp_bench.scoring.sections import score_sections
 from vrp_bench.scoring.settings import ScoringSettings
 from vrp_bench.signals.inputs import SignalSettings
@@ -67,7 +68,7 @@ def results_file(path: Path) -> Path:
     """The results file named by ``path``: the file itself, the only ``*_results.json`` of a folder, or of its
     subfolders (lmms-eval's ``--output_path``, which holds ``<model>/<stamp>_results.json``)."""
     if path.is_file():
-        return path
+        return RunFiles.not_samples(path)
     if not path.is_dir():
         raise UsageError(f"{path} is neither a results file nor a folder")
     found = sorted(path.glob(f"*{RESULTS_SUFFIX}")) or sorted(path.glob(f"*/*{RESULTS_SUFFIX}"))
@@ -140,7 +141,7 @@ def load_scored_run(path: Path) -> tuple[SavedRun, list[str]]:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             raise UsageError(f"{sample_path} is not UTF-8 text") from None
-        samples[task] = [_json(line, sample_path, number) for number, line in enumerate(text.splitlines(), 1)
+        samples[task] = [_json(line, sample_path, number) for number, line in enumerate(jsonl_lines(text), 1)
                          if line.strip()]
     signals_path, signals = vrp_signals(results_path, content, samples)
     if signals_path is not None:
@@ -273,7 +274,7 @@ def vrp_signals(results_path: Path, content: dict[str, Any], samples: dict[str, 
                         reverse=True)
     for path in candidates:
         by_doc = {}
-        for number, line in enumerate(_read_text(path).splitlines(), 1):
+        for number, line in enumerate(jsonl_lines(_read_text(path)), 1):
             record = _json(line, path, number) if line.strip() else None
             if isinstance(record, dict) and record.get("request_type") == "generate_until" and not record.get("repeat"):
                 by_doc[(record.get("task"), record.get("doc_id"))] = record

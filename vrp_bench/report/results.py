@@ -25,7 +25,7 @@ from vrp_bench.evaluator import RunResult, TaskResult, TaskScores, group_scores
 from vrp_bench.report.run_files import RunFiles
 from vrp_bench.report.comparability import doc_set_hash
 from vrp_bench.report.schema import SCHEMA_ID
-from vrp_bench.report.writer import jsonl_text
+from vrp_bench.report.writer import jsonl_lines, jsonl_text
 from vrp_bench.scoring.probes import ProbeFits, encode_probes
 from vrp_bench.scoring.records import sample_key
 from vrp_bench.scoring.settings import ScoringSettings
@@ -202,7 +202,7 @@ def build_report(
 
 def sample_logs(run: RunResult) -> dict[str, list[dict[str, Any]]]:
     """Per task, the per-sample log records, exactly as a JSON reader will see them again."""
-    return {name: [json.loads(line) for line in jsonl_text([r.to_json() for r in result.records]).splitlines()]
+    return {name: [json.loads(line) for line in jsonl_lines(jsonl_text([r.to_json() for r in result.records]))]
             for name, result in run.results.items()}
 
 

@@ -46,7 +46,7 @@ class RunFiles:
     def find_results(path: Path) -> Path:
         """The results file named by ``path``: the file itself, or the only ``*_results.json`` in a folder."""
         if path.is_file():
-            return path
+            return RunFiles.not_samples(path)
         if not path.is_dir():
             raise UsageError(f"{path} is neither a results file nor a folder")
         candidates = sorted(path.glob(f"*{RESULTS_SUFFIX}"))
@@ -54,6 +54,14 @@ class RunFiles:
             found = ", ".join(c.name for c in candidates) or "none"
             raise UsageError(f"{path} must hold exactly one *{RESULTS_SUFFIX} (found {found}); name the file")
         return candidates[0]
+
+    @staticmethod
+    def not_samples(path: Path) -> Path:
+        """``path``, unless it is a JSONL file of per-sample records given where a results file is meant."""
+        if path.suffix == ".jsonl":
+            raise UsageError(f"{path} holds per-sample records, not a run's results: give its *{RESULTS_SUFFIX} or "
+                             "its folder")
+        return path
 
     @property
     def results(self) -> Path:

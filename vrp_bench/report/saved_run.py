@@ -29,7 +29,8 @@ from vrp_bench.report.results import (
 )
 from vrp_bench.report.run_files import RunFiles
 from vrp_bench.report.schema import SCHEMA_ID, schema_problems
-from vrp_bench.scoring.sections import score_sections
+from vrp_bench.report.writer import jsonl_lines
+from vrp_bench.scoring.sections import NOT_CAPTURED, NOT_SAVED, score_sections
 from vrp_bench.scoring.settings import ScoringSettings
 
 EDITED = " (records edited after the run?)"
@@ -133,7 +134,8 @@ def load_run(path: Path) -> SavedRun:
 def _read_jsonl(path: Path, contents: dict[Path, bytes]) -> list[dict[str, Any]]:
     """The records of a JSONL file; its bytes are added to ``contents``."""
     contents[path] = path.read_bytes()
-    return [strict_json(line, path, number) for number, line in enumerate(contents[path].decode("utf-8").splitlines(), 1)]
+    lines = jsonl_lines(contents[path].decode("utf-8"))
+    return [strict_json(line, path, number) for number, line in enumerate(lines, 1)]
 
 
 def metric_specs(run: SavedRun, task: str) -> list[dict[str, Any]]:
@@ -286,7 +288,10 @@ def rescore(run: SavedRun, settings: ScoringSettings | None = None) -> tuple[dic
     check_hashes(run.results_path, run.report["files"], run.hashes)
     settings = settings or ScoringSettings(**run.report["config"]["scoring"])
     metadata = {task: config.get("metadata") or {} for task, config in run.report["configs"].items()}
-    sections, _ = score_sections(run.samples, read_traces(run.traces), settings, metadata)
+    saved_probes = run.report.get("probes") or {}
+    not_saved = {position: NOT_SAVED for position, probe in saved_probes.items()  # the run had hidden states there
+                 if isinstance(probe, dict) and probe.get("reason") != NOT_CAPTURED}
+    sections, _ = score_sections(run.samples, read_traces(run.traces), settings, metadata, not_saved)
     results, groups, kept = recompute_results(run)
     report = dict(run.report)
     report.update(sections, results=results, groups=groups, files=run.hashes)

@@ -53,3 +53,10 @@ def json_text(data: Any) -> str:
 def jsonl_text(records: list[dict[str, Any]]) -> str:
     """One compact JSON object per line."""
     return "".join(json.dumps(_finite(r), ensure_ascii=False, default=_native) + "\n" for r in records)
+
+
+def jsonl_lines(text: str) -> list[str]:
+    """The records' lines of JSONL ``text``, split at "\\n" only: ``str.splitlines`` also splits at U+2028, U+0085
+    and other characters that a JSON string written with ``ensure_ascii=False`` holds unescaped."""
+    lines = text.split("\n")
+    return lines[:-1] if lines and lines[-1] == "" else lines

@@ -154,13 +154,20 @@ def fuse(records: Sequence[dict[str, Any]], tasks: Sequence[str], names: Sequenc
     return fused
 
 
+NOT_CAPTURED = "no hidden states were captured (run a model that captures them)"
+NOT_SAVED = ("the run captured hidden states but did not save them: re-run it with --save_traces to re-score the "
+             "probes")
+
+
 def probe_hidden_states(
     records: Sequence[dict[str, Any]], tasks: Sequence[str], keys: Sequence[str],
     hidden: Mapping[str, Mapping[str, np.ndarray]], settings: ScoringSettings,
+    absent: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, ProbeFits]]:
     """Per captured position, held-out probes on the scored samples that have hidden states.
 
-    ``hidden[position][key]`` is [n_layers, hidden] for the record with that key (``sample_keys``).
+    ``hidden[position][key]`` is [n_layers, hidden] for the record with that key (``sample_keys``); ``absent``:
+    per position, why there are none (default ``NOT_CAPTURED``; a re-scored run that captured them: ``NOT_SAVED``).
     """
     results: dict[str, Any] = {}
     fits: dict[str, ProbeFits] = {}
@@ -168,7 +175,7 @@ def probe_hidden_states(
         states = hidden.get(position) or {}
         kept = [i for i, key in enumerate(keys) if key in states]
         if not kept:
-            results[position] = {"reason": "no hidden states were captured (run a model that captures them)"}
+            results[position] = {"reason": (absent or {}).get(position, NOT_CAPTURED)}
             continue
         features = np.stack([states[keys[i]].astype(np.float32) for i in kept])
         result, fit = run_probes(
@@ -230,10 +237,12 @@ def score_sections(
     traces: Mapping[str, Mapping[str, np.ndarray]],
     settings: ScoringSettings,
     metadata: Mapping[str, Mapping[str, Any]] | None = None,
+    absent: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, ProbeFits]]:
     """All scored sections of a report, and the trained probes (for saving). ``traces``: per hidden-state position
     and per attention map, ``sample_key`` -> array (``report.results.trace_arrays`` / ``read_traces``);
-    ``metadata``: each task's YAML ``metadata`` (whether its boxes are answer-independent)."""
+    ``metadata``: each task's YAML ``metadata`` (whether its boxes are answer-independent); ``absent``: why a
+    position's hidden states are not in ``traces`` (``probe_hidden_states``)."""
     metadata = metadata or {}
     per_task = scored_records(samples)
     records, tasks = concatenated_records(samples)
@@ -241,7 +250,7 @@ def score_sections(
     reliable_records = [r for task_records in reliable.values() for r in task_records]
     signals = signal_scores(reliable, metadata, settings)
     keys = sample_keys(samples)
-    probes, fits = probe_hidden_states(records, tasks, keys, traces, settings)
+    probes, fits = probe_hidden_states(records, tasks, keys, traces, settings, absent)
     layers = layer_profiles(records, settings)
     fusion = fuse(reliable_records, tasks, list(signals[WITHIN_TASK]["signals"]), settings)
     attention = attention_classifiers(reliable_records, tasks, keys, traces.get(ENSEMBLE_MAP) or {}, settings)

@@ -45,8 +45,6 @@ class FamilyAdapter(ABC):
 
     family: ClassVar[str]
     """Short name, also the registered model name (``llava``, ``qwen2_vl``, ...)."""
-    default_pretrained: ClassVar[str]
-    """Hub id of the study's checkpoint for this family."""
     vision_has_cls: ClassVar[bool] = False
     """Whether the vision encoder prepends a CLS token (its attention map is then the CLS row)."""
 

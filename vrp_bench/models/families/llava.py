@@ -15,7 +15,6 @@ from vrp_bench.models.families.base import FixedGridAdapter
 
 class LlavaAdapter(FixedGridAdapter):
     family = "llava"
-    default_pretrained = "llava-hf/llava-1.5-7b-hf"
     vision_has_cls = True
 
     @property

@@ -17,7 +17,6 @@ from vrp_bench.models.families.base import FixedGridAdapter
 
 class PaliGemmaAdapter(FixedGridAdapter):
     family = "paligemma"
-    default_pretrained = "google/paligemma-3b-pt-224"
     vision_has_cls = False
 
     def build_prompt(

@@ -37,7 +37,6 @@ def image_only(processor_class: type[ProcessorMixin]) -> type[ProcessorMixin]:
 
 class Qwen2VLAdapter(FamilyAdapter):
     family = "qwen2_vl"
-    default_pretrained = "Qwen/Qwen2-VL-7B-Instruct"
     processor_class: ClassVar[type[ProcessorMixin]] = image_only(Qwen2VLProcessor)
     """The processor class checkpoints are loaded with (images only)."""
 
@@ -90,7 +89,6 @@ class Qwen2_5_VLAdapter(Qwen2VLAdapter):
     """Qwen2.5-VL: Qwen2-VL plus windowed attention in the vision encoder (and new field names)."""
 
     family = "qwen2_5_vl"
-    default_pretrained = "Qwen/Qwen2.5-VL-3B-Instruct"
     processor_class = image_only(Qwen2_5_VLProcessor)
 
     def _unit_order(self, grid_thw: torch.Tensor) -> torch.Tensor:

@@ -125,6 +125,26 @@ def test_an_unreachable_hub_loads_a_cached_model_from_the_cache(unreachable_hub,
     assert checkpoint_location.locate("org/tiny") == {}
 
 
+def test_behind_a_proxy_the_proxy_is_probed(monkeypatch):
+    """Where only a proxy leads out (HTTPS_PROXY), the hub counts as reachable when the proxy is."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    try:
+        checkpoint_location.hub_reachable.cache_clear()
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{listener.getsockname()[1]}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        assert checkpoint_location.hub_reachable("https://hub.invalid")
+        checkpoint_location.hub_reachable.cache_clear()
+        monkeypatch.delenv("HTTPS_PROXY")
+        monkeypatch.delenv("https_proxy", raising=False)
+        assert not checkpoint_location.hub_reachable("https://hub.invalid")
+    finally:
+        listener.close()
+        checkpoint_location.hub_reachable.cache_clear()
+
+
 def test_a_missing_local_folder_says_so(cli, tmp_path):
     for missing in ("/no/such/dir", "./no_such_dir", str(tmp_path / "absent")):
         one_error_line(cli("--model", "llava", "--model_args", f"pretrained={missing}", "--tasks", "vrp_shapes_color"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import socket
+import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -45,8 +46,12 @@ def looks_like_folder(pretrained: str) -> bool:
 
 @functools.lru_cache(maxsize=None)
 def hub_reachable(endpoint: str) -> bool:
-    """Whether a TCP connection to ``endpoint``'s host opens within ``PROBE_SECONDS`` (asked once per process)."""
+    """Whether a TCP connection to ``endpoint``'s host, or to the proxy the environment names for it
+    (``HTTPS_PROXY``, ...), opens within ``PROBE_SECONDS`` (asked once per process)."""
     parts = urlsplit(endpoint)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+        parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         with socket.create_connection((parts.hostname or "", port), timeout=PROBE_SECONDS):

@@ -93,9 +93,8 @@ def removed_if_left_empty(folders: list[Path]) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        for path in sorted(created, key=lambda p: len(p.parts), reverse=True):
-            if path.is_dir():
-                for root, _, _ in sorted(os.walk(path), key=lambda entry: len(Path(entry[0]).parts), reverse=True):
-                    with contextlib.suppress(OSError):  # not empty: it stays
-                        Path(root).rmdir()
+        for top in (path for path in created if path.parent not in created):
+            for folder, _, _ in os.walk(top, topdown=False):  # subfolders before their parent
+                with contextlib.suppress(OSError):  # not empty: it stays
+                    Path(folder).rmdir()
         raise
